@@ -1,0 +1,160 @@
+"""``flyball``: the command line. Each subcommand is a thin shell over a module that does the work.
+
+Settings come from flags, ``FLYBALL_*`` environment variables and ``flyball.toml`` (strongest
+first); ``flyball --help`` lists every setting with its variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flyball import __version__
+from flyball.errors import FlyballError
+from flyball.settings import Settings, describe_settings, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings_epilog() -> str:
+    rows = describe_settings()
+    width = max(len(env) for env, _, _ in rows)
+    lines = ["settings (flag > environment > flyball.toml; secrets are never printed):"]
+    lines += [f"  {env:<{width}}  [{key}] {desc}" for env, key, desc in rows]
+    return "\n".join(lines)
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, help="directory for the embedded stack [env: FLYBALL_DATA_DIR]"
+    )
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.up import run_up
+
+    return run_up(settings, args.data_dir)
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(settings, sink=args.sink)
+
+
+def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.cli_sql import run_sql
+
+    return run_sql(settings, args.query, args.format)
+
+
+def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
+    from detectors.cli_detect import run_detect
+
+    return run_detect(args.input, args.output)
+
+
+def _cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    from sim.cli_sim import run_sim
+
+    return run_sim(args.scenario, args.policy, args.compare, args.json, args.plot, args.seed)
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from sim.demo import run_demo
+
+    return run_demo(settings, as_json=args.json, out_dir=args.out, duration_s=args.duration_s)
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from flyball.bench import run_bench
+
+    return run_bench(args.which, settings, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flyball",
+        description=(
+            "Flyball governs AI-agent traffic: gateways publish request metadata to Kafka, "
+            "stream workers score its shape and publish directives that gateways enforce, "
+            "and ClickHouse keeps the history."
+        ),
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flyball {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="settings file (default ./flyball.toml) [env: FLYBALL_CONFIG]"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("up", help="run the embedded stack in the foreground (broker, worker, history)")
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_up)
+
+    p = sub.add_parser("worker", help="run a stream worker against the configured Kafka/ClickHouse")
+    p.add_argument(
+        "--no-sink", dest="sink", action="store_false",
+        help="do not write history from this worker (another process does)",
+    )
+    p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser("sql", help="query the history (goes through `flyball up` when it runs)")
+    p.add_argument("query", help='SQL, e.g. "SELECT count() FROM flyball.events"')
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_sql)
+
+    p = sub.add_parser("detect", help="score a series: timestamp,value CSV -> with anomaly_score")
+    p.add_argument("--input", required=True, help="CSV with columns timestamp,value")
+    p.add_argument("--output", required=True, help="CSV written with timestamp,value,anomaly_score")
+    p.set_defaults(handler=_cmd_detect)
+
+    p = sub.add_parser("sim", help="simulate an agent fleet under a gateway policy (virtual time)")
+    p.add_argument("--scenario", required=True, help="scenario name (e.g. retry-storm) or TOML path")
+    p.add_argument("--policy", default=None, help="gateway policy (default: governor)")
+    p.add_argument("--compare", action="store_true", help="run every policy on the same seed")
+    p.add_argument("--json", action="store_true", help="print JSON metrics")
+    p.add_argument("--plot", default=None, help="write a PNG timeline to this path")
+    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    p.set_defaults(handler=_cmd_sim)
+
+    p = sub.add_parser("demo", help="live demo on the embedded stack: ungoverned vs governed")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+    p.add_argument("--out", type=Path, default=Path("flyball-demo"), help="report/plot directory")
+    p.add_argument("--duration-s", type=int, default=None, help="seconds per run (default 40)")
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks with JSON output (ratios within one run)")
+    p.add_argument("which", choices=("pipeline", "loop", "gateway"))
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        import os
+
+        os.environ["FLYBALL_CONFIG"] = str(args.config)
+    overrides: dict[str, Any] = {"data_dir": getattr(args, "data_dir", None)}
+    try:
+        settings = load_settings(**overrides)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except FlyballError as exc:
+        print(f"flyball: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

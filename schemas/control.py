@@ -1,0 +1,180 @@
+"""Messages on the control topic: directives and governor heartbeats.
+
+Decoding never raises: a malformed message becomes a :class:`DecodeError` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from schemas import jsoncodec
+from schemas.directive import (
+    ACTION_TYPES,
+    DIRECTIVE_VERSION,
+    Action,
+    Directive,
+    Reason,
+    Scope,
+)
+from schemas.errors import DecodeError
+
+HEARTBEAT_KIND: Final = "heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A worker's periodic "I am alive" on the control topic (gateways' silence detector)."""
+
+    ts_ms: int
+    worker: str
+    v: int = 1
+
+    def encode(self) -> bytes:
+        return jsoncodec.dumps(
+            {"v": self.v, "kind": HEARTBEAT_KIND, "ts_ms": self.ts_ms, "worker": self.worker}
+        )
+
+
+class _Bad(Exception):
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(reason)
+        self.where = where
+        self.reason = reason
+
+
+def decode_control(data: bytes | bytearray | memoryview | str) -> Directive | Heartbeat | DecodeError:
+    """Decode one control-topic message."""
+    try:
+        doc = jsoncodec.loads(data)
+    except jsoncodec.JSONDecodeError as exc:
+        return DecodeError(f"not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return DecodeError(f"expected a JSON object, got {type(doc).__name__}")
+    try:
+        if doc.get("v") != DIRECTIVE_VERSION:
+            raise _Bad("v", f"unsupported version {doc.get('v')!r} (this reader knows v=1)")
+        kind = doc.get("kind")
+        if kind == HEARTBEAT_KIND:
+            return Heartbeat(ts_ms=_int(doc, "ts_ms"), worker=_str(doc, "worker"))
+        if kind != "directive":
+            raise _Bad("kind", f"unknown kind {kind!r} (expected 'directive' or 'heartbeat')")
+        return directive_from_json(doc)
+    except _Bad as bad:
+        return DecodeError(bad.reason, bad.where)
+
+
+def decode_directive(data: bytes | bytearray | memoryview | str) -> Directive | DecodeError:
+    msg = decode_control(data)
+    if isinstance(msg, Heartbeat):
+        return DecodeError("a heartbeat, not a directive", "kind")
+    return msg
+
+
+def directive_from_json(doc: dict[str, Any]) -> Directive:
+    """Build a Directive from its JSON object; raises ``_Bad`` (internal) on a bad field."""
+    scope_doc = _obj(doc, "scope")
+    action_doc = _obj(doc, "action")
+    reason_doc = _obj(doc, "reason")
+    scope = Scope(
+        endpoint=_opt_str(scope_doc, "endpoint", "scope."),
+        tenant=_opt_str(scope_doc, "tenant", "scope."),
+        agent_id=_opt_str(scope_doc, "agent_id", "scope."),
+        min_priority=_opt_int(scope_doc, "min_priority", "scope."),
+        min_attempt=_opt_int(scope_doc, "min_attempt", "scope."),
+        min_depth=_opt_int(scope_doc, "min_depth", "scope."),
+    )
+    unknown = set(scope_doc) - set(Scope.__slots__)
+    if unknown:
+        raise _Bad("scope", f"unknown scope field(s) {sorted(unknown)}")
+    atype = action_doc.get("type")
+    if atype not in ACTION_TYPES:
+        raise _Bad("action.type", f"must be one of {list(ACTION_TYPES)}, got {atype!r}")
+    shares_doc = action_doc.get("shares", {})
+    if not isinstance(shares_doc, dict) or not all(
+        isinstance(k, str) and _is_num(v) and v >= 0 for k, v in shares_doc.items()
+    ):
+        raise _Bad("action.shares", "must map gateway ids to non-negative numbers")
+    action = Action(
+        type=atype,
+        rate_per_s=_num(action_doc, "rate_per_s", 0.0, "action."),
+        burst=_num(action_doc, "burst", 0.0, "action."),
+        shares=tuple(sorted((k, float(v)) for k, v in shares_doc.items())),
+        default_share=_num(action_doc, "default_share", 1.0, "action."),
+        hold_ms=_opt_int(action_doc, "hold_ms", "action.") or 0,
+        jitter_ms=_opt_int(action_doc, "jitter_ms", "action.") or 0,
+        retry_after_ms=_opt_int(action_doc, "retry_after_ms", "action.") or 0,
+        fraction=_num(action_doc, "fraction", 1.0, "action."),
+        target=_opt_str(action_doc, "target", "action.") or "",
+    )
+    if not 0.0 <= action.fraction <= 1.0:
+        raise _Bad("action.fraction", "must be within [0, 1]")
+    if atype == "reroute" and not action.target:
+        raise _Bad("action.target", "reroute needs a target")
+    evidence = reason_doc.get("evidence", {})
+    if not isinstance(evidence, dict):
+        raise _Bad("reason.evidence", "must be an object")
+    reason = Reason(
+        detector=_str(reason_doc, "detector", "reason."),
+        score=_num(reason_doc, "score", 0.0, "reason."),
+        evidence=evidence,
+    )
+    issued_ms = _int(doc, "issued_ms")
+    expires_ms = _int(doc, "expires_ms")
+    if expires_ms < issued_ms:
+        raise _Bad("expires_ms", "must not be before issued_ms")
+    sig = doc.get("sig")
+    if sig is not None and not isinstance(sig, str):
+        raise _Bad("sig", "must be a hex string")
+    return Directive(
+        id=_str(doc, "id"),
+        issued_ms=issued_ms,
+        expires_ms=expires_ms,
+        scope=scope,
+        action=action,
+        reason=reason,
+        sig=sig,
+    )
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _obj(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    v = doc.get(key)
+    if not isinstance(v, dict):
+        raise _Bad(key, "must be an object")
+    return v
+
+
+def _str(doc: dict[str, Any], key: str, prefix: str = "") -> str:
+    v = doc.get(key)
+    if not isinstance(v, str) or not v:
+        raise _Bad(prefix + key, "must be a non-empty string")
+    return v
+
+
+def _opt_str(doc: dict[str, Any], key: str, prefix: str = "") -> str | None:
+    v = doc.get(key)
+    if v is not None and not isinstance(v, str):
+        raise _Bad(prefix + key, "must be a string")
+    return v
+
+
+def _int(doc: dict[str, Any], key: str, prefix: str = "") -> int:
+    v = doc.get(key)
+    if type(v) is not int or v < 0:
+        raise _Bad(prefix + key, "must be a non-negative integer")
+    return v
+
+
+def _opt_int(doc: dict[str, Any], key: str, prefix: str = "") -> int | None:
+    return None if doc.get(key) is None else _int(doc, key, prefix)
+
+
+def _num(doc: dict[str, Any], key: str, default: float, prefix: str = "") -> float:
+    v = doc.get(key, default)
+    if not _is_num(v) or v != v or v < 0:
+        raise _Bad(prefix + key, "must be a non-negative number")
+    return float(v)

@@ -1,0 +1,115 @@
+"""Directive codec, signatures, and heartbeats."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import jsoncodec
+from schemas.control import Heartbeat, decode_control, decode_directive
+from schemas.directive import Action, Directive, Reason, Scope, directive_id, sign, verify
+from schemas.errors import DecodeError
+
+ids = st.text(min_size=1, max_size=10)
+opt_text = st.none() | st.text(min_size=1, max_size=10)
+opt_int = st.none() | st.integers(0, 9)
+scopes = st.builds(Scope, endpoint=opt_text, tenant=opt_text, agent_id=opt_text,
+                   min_priority=opt_int, min_attempt=opt_int, min_depth=opt_int)
+pos = st.floats(0, 1e6, allow_nan=False)
+actions = st.one_of(
+    st.builds(Action, type=st.just("throttle"), rate_per_s=pos, burst=pos,
+              shares=st.dictionaries(ids, st.floats(0, 1), max_size=3).map(
+                  lambda d: tuple(sorted(d.items()))),
+              default_share=st.floats(0, 1)),
+    st.builds(Action, type=st.just("defer"), hold_ms=st.integers(0, 10**5),
+              jitter_ms=st.integers(0, 10**5)),
+    st.builds(Action, type=st.just("shed"), retry_after_ms=st.integers(0, 10**5),
+              fraction=st.floats(0, 1)),
+    st.builds(Action, type=st.just("reroute"), target=ids),
+    st.builds(Action, type=st.just("release")),
+)
+directives = st.builds(
+    lambda i, t, ttl, s, a, sc: Directive(i, t, t + ttl, s, a,
+                                          Reason("retry_storm", sc, {"amplification": 3.5})),
+    ids, st.integers(0, 2**50), st.integers(0, 10**6), scopes, actions, st.floats(0, 1),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(directives)
+def test_directive_round_trip(d: Directive) -> None:
+    assert decode_control(d.encode()) == d
+
+
+@settings(max_examples=50, deadline=None)
+@given(directives, st.binary(min_size=1, max_size=32))
+def test_signature_round_trip_and_tamper(d: Directive, key: bytes) -> None:
+    signed = sign(d, key)
+    back = decode_directive(signed.encode())
+    assert isinstance(back, Directive)
+    assert verify(back, key)
+    assert not verify(back, key + b"x")
+    doc = jsoncodec.loads(signed.encode())
+    doc["expires_ms"] = doc["expires_ms"] + 1
+    tampered = decode_directive(jsoncodec.dumps(doc))
+    assert isinstance(tampered, Directive)
+    assert not verify(tampered, key)
+
+
+def test_unsigned_never_verifies() -> None:
+    d = Directive("a", 1, 2, Scope(endpoint="/x"), Action("release"), Reason("r", 0.0))
+    assert not verify(d, b"key")
+
+
+def test_directive_id_is_deterministic_and_scoped() -> None:
+    s1, s2 = Scope(endpoint="/a"), Scope(endpoint="/a", tenant="t")
+    assert directive_id("storm", s1, 100) == directive_id("storm", s1, 100)
+    assert len({directive_id("storm", s1, 100), directive_id("storm", s2, 100),
+                directive_id("storm", s1, 200), directive_id("fanout", s1, 100)}) == 4
+
+
+def test_heartbeat_round_trip() -> None:
+    hb = Heartbeat(ts_ms=123, worker="w1")
+    assert decode_control(hb.encode()) == hb
+    assert isinstance(decode_directive(hb.encode()), DecodeError)
+
+
+GOOD = {"v": 1, "kind": "directive", "id": "d1", "issued_ms": 10, "expires_ms": 20,
+        "scope": {"endpoint": "/a"}, "action": {"type": "defer", "hold_ms": 100},
+        "reason": {"detector": "retry_storm", "score": 0.9}}
+
+
+@pytest.mark.parametrize(
+    ("patch", "where"),
+    [
+        ({"v": 3}, "v"),
+        ({"kind": "memo"}, "kind"),
+        ({"id": ""}, "id"),
+        ({"issued_ms": -5}, "issued_ms"),
+        ({"expires_ms": 5}, "expires_ms"),
+        ({"scope": "everything"}, "scope"),
+        ({"scope": {"endpoint": 7}}, "scope.endpoint"),
+        ({"scope": {"planet": "mars"}}, "scope"),
+        ({"action": {"type": "nuke"}}, "action.type"),
+        ({"action": {"type": "defer", "hold_ms": 1.5}}, "action.hold_ms"),
+        ({"action": {"type": "shed", "fraction": 2.0}}, "action.fraction"),
+        ({"action": {"type": "reroute"}}, "action.target"),
+        ({"action": {"type": "throttle", "shares": {"g": -1}}}, "action.shares"),
+        ({"reason": {"score": 1.0}}, "reason.detector"),
+        ({"sig": 5}, "sig"),
+    ],
+)
+def test_bad_directives_are_typed_errors(patch: dict[str, object], where: str) -> None:
+    result = decode_control(jsoncodec.dumps({**GOOD, **patch}))
+    assert isinstance(result, DecodeError), result
+    assert result.where == where
+
+
+def test_good_directive_template_decodes() -> None:
+    assert isinstance(decode_control(jsoncodec.dumps(GOOD)), Directive)
+
+
+@pytest.mark.parametrize("data", [b"", b"null", b"{", b'"x"', b"[]"])
+def test_garbage_is_an_error_not_an_exception(data: bytes) -> None:
+    assert isinstance(decode_control(data), DecodeError)
