@@ -92,13 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("up", help="run the embedded stack in the foreground (broker, worker, history)")
+    p = sub.add_parser(
+        "up", help="run the embedded stack in the foreground (broker, worker, history)"
+    )
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_up)
 
     p = sub.add_parser("worker", help="run a stream worker against the configured Kafka/ClickHouse")
     p.add_argument(
-        "--no-sink", dest="sink", action="store_false",
+        "--no-sink",
+        dest="sink",
+        action="store_false",
         help="do not write history from this worker (another process does)",
     )
     p.set_defaults(handler=_cmd_worker)
@@ -115,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_detect)
 
     p = sub.add_parser("sim", help="simulate an agent fleet under a gateway policy (virtual time)")
-    p.add_argument("--scenario", required=True, help="scenario name (e.g. retry-storm) or TOML path")
+    p.add_argument(
+        "--scenario", required=True, help="scenario name (e.g. retry-storm) or TOML path"
+    )
     p.add_argument("--policy", default=None, help="gateway policy (default: governor)")
     p.add_argument("--compare", action="store_true", help="run every policy on the same seed")
     p.add_argument("--json", action="store_true", help="print JSON metrics")

@@ -30,7 +30,7 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Flyball's settings. Every field is documented; ``flyball --help`` lists them with env vars."""
+    """Flyball's settings; ``flyball --help`` lists every field with its env variable."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True

@@ -43,7 +43,9 @@ class _Bad(Exception):
         self.reason = reason
 
 
-def decode_control(data: bytes | bytearray | memoryview | str) -> Directive | Heartbeat | DecodeError:
+def decode_control(
+    data: bytes | bytearray | memoryview | str,
+) -> Directive | Heartbeat | DecodeError:
     """Decode one control-topic message."""
     try:
         doc = jsoncodec.loads(data)

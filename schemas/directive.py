@@ -1,7 +1,8 @@
 """Directives: what the governor tells gateways to do, and how it is signed.
 
-A directive is scoped (endpoint / tenant / agent / priority / attempt / depth), carries one action,
-expires (``expires_ms``: a silent governor stops constraining anyone) and the evidence that caused it.
+A directive is scoped (endpoint / tenant / agent / priority / attempt / depth), carries one
+action, expires (``expires_ms``: a silent governor stops constraining anyone) and carries the
+evidence that caused it.
 The wire format is a JSON object (see ``schemas/json/directive.schema.json`` and
 ``schemas/README.md``). When a signing key is configured, ``sig`` is the hex HMAC-SHA256 of the
 canonical bytes: the directive without ``sig`` serialised by orjson with sorted keys.
@@ -54,8 +55,11 @@ class Scope:
             (8 if self.agent_id is not None else 0)
             + (4 if self.tenant is not None else 0)
             + (2 if self.endpoint is not None else 0)
-            + (1 if (self.min_priority, self.min_attempt, self.min_depth) != (None, None, None)
-               else 0)
+            + (
+                1
+                if (self.min_priority, self.min_attempt, self.min_depth) != (None, None, None)
+                else 0
+            )
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -21,5 +21,9 @@ class DecodeError:
     count: int = 1
 
     def describe(self) -> str:
-        at = f" rows {list(self.rows)}{'…' if self.count > len(self.rows) else ''}" if self.rows else ""
+        at = (
+            f" rows {list(self.rows)}{'…' if self.count > len(self.rows) else ''}"
+            if self.rows
+            else ""
+        )
         return f"{self.where}: {self.reason} ({self.count}{at})"

@@ -6,9 +6,9 @@ A **frame** carries many events from one gateway for one partition key in one Ka
      "cols": {"event_id": ["a1", "a2"], "ts_ms": [1700000000000, 1700000000005], ...}}
 
 Every column is a JSON array of length ``n``. ``gateway_id`` may be given once for the frame or as
-a column. A plain **single event** is a JSON object with the fields as keys (``"kind": "event"`` or
-no ``kind``), so any Kafka client (kcat) can be a gateway; ``status`` may be a name (``"ok"``) or its
-code, ``applied`` likewise. Field by field: ``schemas/README.md``.
+a column. A plain **single event** is a JSON object with the fields as keys
+(``"kind": "event"`` or no ``kind``), so any Kafka client (kcat) can be a gateway; ``status``
+may be a name (``"ok"``) or its code, ``applied`` likewise. Field by field: ``schemas/README.md``.
 
 Decoding never raises: it returns the valid rows as :class:`EventColumns` and a list of
 :class:`DecodeError` for the rest. Validation is vectorised over the columns; one bad event in a
@@ -210,8 +210,14 @@ def encode_frame(gateway_id: str, key: str, cols: dict[str, list[Any]]) -> bytes
     """A frame message from column lists (every list the same length)."""
     n = len(next(iter(cols.values()))) if cols else 0
     return jsoncodec.dumps(
-        {"v": EVENT_VERSION, "kind": "frame", "gateway_id": gateway_id, "key": key, "n": n,
-         "cols": cols}
+        {
+            "v": EVENT_VERSION,
+            "kind": "frame",
+            "gateway_id": gateway_id,
+            "key": key,
+            "n": n,
+            "cols": cols,
+        }
     )
 
 
@@ -219,8 +225,14 @@ def encode_columns(gateway_id: str, key: str, events: EventColumns) -> bytes:
     """A frame message from an :class:`EventColumns` batch (numpy arrays serialised directly)."""
     cols = {k: (v.tolist() if v.dtype == object else v) for k, v in events.as_dict().items()}
     return jsoncodec.dumps(
-        {"v": EVENT_VERSION, "kind": "frame", "gateway_id": gateway_id, "key": key,
-         "n": len(events), "cols": cols}
+        {
+            "v": EVENT_VERSION,
+            "kind": "frame",
+            "gateway_id": gateway_id,
+            "key": key,
+            "n": len(events),
+            "cols": cols,
+        }
     )
 
 

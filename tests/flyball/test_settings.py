@@ -27,8 +27,9 @@ def test_defaults_mean_embedded_stack(tmp_path: Path) -> None:
     assert s.history_dsn == f"chdb://{(tmp_path / 'history').resolve()}"
 
 
-def test_toml_sections_then_env_then_overrides(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
+def test_toml_sections_then_env_then_overrides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (tmp_path / "flyball.toml").write_text(
         '[kafka]\nbootstrap = "toml:9092"\nsasl_username = "u"\n[topic]\nevents = "ev"\n'
     )
@@ -66,8 +67,9 @@ def test_security_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
         ("FLYBALL_QUERY_PORT", "70000", "query_port"),
     ],
 )
-def test_bad_values_name_the_key_and_env_var(monkeypatch: pytest.MonkeyPatch, env: str,
-                                             value: str, named: str) -> None:
+def test_bad_values_name_the_key_and_env_var(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(ConfigError) as info:
         load_settings()
@@ -81,8 +83,9 @@ def test_unknown_toml_key_is_named(tmp_path: Path) -> None:
         load_settings()
 
 
-def test_broken_toml_and_missing_config_file(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_broken_toml_and_missing_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (tmp_path / "flyball.toml").write_text("[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings()
@@ -91,8 +94,9 @@ def test_broken_toml_and_missing_config_file(monkeypatch: pytest.MonkeyPatch,
         load_settings()
 
 
-def test_secrets_never_printed(monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_secrets_never_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("FLYBALL_SIGNING_KEY", "topsecret-signing")
     monkeypatch.setenv("FLYBALL_KAFKA_SASL_PASSWORD", "topsecret-sasl")
     s = load_settings()
@@ -113,8 +117,9 @@ def test_help_lists_every_setting_with_env_var(capsys: pytest.CaptureFixture[str
         assert f"FLYBALL_{name.upper()}" in out
 
 
-def test_cli_reports_config_errors_without_traceback(monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_config_errors_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("FLYBALL_QUERY_PORT", "-1")
     assert main(["sql", "SELECT 1"]) == 2
     err = capsys.readouterr().err

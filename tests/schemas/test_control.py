@@ -14,25 +14,49 @@ from schemas.errors import DecodeError
 ids = st.text(min_size=1, max_size=10)
 opt_text = st.none() | st.text(min_size=1, max_size=10)
 opt_int = st.none() | st.integers(0, 9)
-scopes = st.builds(Scope, endpoint=opt_text, tenant=opt_text, agent_id=opt_text,
-                   min_priority=opt_int, min_attempt=opt_int, min_depth=opt_int)
+scopes = st.builds(
+    Scope,
+    endpoint=opt_text,
+    tenant=opt_text,
+    agent_id=opt_text,
+    min_priority=opt_int,
+    min_attempt=opt_int,
+    min_depth=opt_int,
+)
 pos = st.floats(0, 1e6, allow_nan=False)
 actions = st.one_of(
-    st.builds(Action, type=st.just("throttle"), rate_per_s=pos, burst=pos,
-              shares=st.dictionaries(ids, st.floats(0, 1), max_size=3).map(
-                  lambda d: tuple(sorted(d.items()))),
-              default_share=st.floats(0, 1)),
-    st.builds(Action, type=st.just("defer"), hold_ms=st.integers(0, 10**5),
-              jitter_ms=st.integers(0, 10**5)),
-    st.builds(Action, type=st.just("shed"), retry_after_ms=st.integers(0, 10**5),
-              fraction=st.floats(0, 1)),
+    st.builds(
+        Action,
+        type=st.just("throttle"),
+        rate_per_s=pos,
+        burst=pos,
+        shares=st.dictionaries(ids, st.floats(0, 1), max_size=3).map(
+            lambda d: tuple(sorted(d.items()))
+        ),
+        default_share=st.floats(0, 1),
+    ),
+    st.builds(
+        Action,
+        type=st.just("defer"),
+        hold_ms=st.integers(0, 10**5),
+        jitter_ms=st.integers(0, 10**5),
+    ),
+    st.builds(
+        Action, type=st.just("shed"), retry_after_ms=st.integers(0, 10**5), fraction=st.floats(0, 1)
+    ),
     st.builds(Action, type=st.just("reroute"), target=ids),
     st.builds(Action, type=st.just("release")),
 )
 directives = st.builds(
-    lambda i, t, ttl, s, a, sc: Directive(i, t, t + ttl, s, a,
-                                          Reason("retry_storm", sc, {"amplification": 3.5})),
-    ids, st.integers(0, 2**50), st.integers(0, 10**6), scopes, actions, st.floats(0, 1),
+    lambda i, t, ttl, s, a, sc: Directive(
+        i, t, t + ttl, s, a, Reason("retry_storm", sc, {"amplification": 3.5})
+    ),
+    ids,
+    st.integers(0, 2**50),
+    st.integers(0, 10**6),
+    scopes,
+    actions,
+    st.floats(0, 1),
 )
 
 
@@ -65,8 +89,17 @@ def test_unsigned_never_verifies() -> None:
 def test_directive_id_is_deterministic_and_scoped() -> None:
     s1, s2 = Scope(endpoint="/a"), Scope(endpoint="/a", tenant="t")
     assert directive_id("storm", s1, 100) == directive_id("storm", s1, 100)
-    assert len({directive_id("storm", s1, 100), directive_id("storm", s2, 100),
-                directive_id("storm", s1, 200), directive_id("fanout", s1, 100)}) == 4
+    assert (
+        len(
+            {
+                directive_id("storm", s1, 100),
+                directive_id("storm", s2, 100),
+                directive_id("storm", s1, 200),
+                directive_id("fanout", s1, 100),
+            }
+        )
+        == 4
+    )
 
 
 def test_heartbeat_round_trip() -> None:
@@ -75,9 +108,16 @@ def test_heartbeat_round_trip() -> None:
     assert isinstance(decode_directive(hb.encode()), DecodeError)
 
 
-GOOD = {"v": 1, "kind": "directive", "id": "d1", "issued_ms": 10, "expires_ms": 20,
-        "scope": {"endpoint": "/a"}, "action": {"type": "defer", "hold_ms": 100},
-        "reason": {"detector": "retry_storm", "score": 0.9}}
+GOOD = {
+    "v": 1,
+    "kind": "directive",
+    "id": "d1",
+    "issued_ms": 10,
+    "expires_ms": 20,
+    "scope": {"endpoint": "/a"},
+    "action": {"type": "defer", "hold_ms": 100},
+    "reason": {"detector": "retry_storm", "score": 0.9},
+}
 
 
 @pytest.mark.parametrize(

@@ -81,8 +81,9 @@ def test_plain_json_event_with_names_and_defaults() -> None:
 
 
 def test_frame_gateway_id_fills_column() -> None:
-    result = decode_message(encode_frame("gw-7", "k", {"ts_ms": [TS0], "endpoint": ["/a"],
-                                                        "status": [0]}))
+    result = decode_message(
+        encode_frame("gw-7", "k", {"ts_ms": [TS0], "endpoint": ["/a"], "status": [0]})
+    )
     assert result.events.gateway_id.tolist() == ["gw-7"]
 
 
@@ -128,15 +129,25 @@ def test_bad_rows_do_not_discard_valid_ones() -> None:
 
 
 def test_integral_floats_are_accepted_fractional_are_not() -> None:
-    result = decode_message(encode_frame("gw", "/a", {"ts_ms": [float(TS0), TS0 + 0.25],
-                                                      "endpoint": ["/a", "/a"], "status": [0, 0]}))
+    result = decode_message(
+        encode_frame(
+            "gw",
+            "/a",
+            {"ts_ms": [float(TS0), TS0 + 0.25], "endpoint": ["/a", "/a"], "status": [0, 0]},
+        )
+    )
     assert result.events.ts_ms.tolist() == [TS0]
     assert result.rejected == 1
 
 
 def test_negative_and_huge_numbers_rejected() -> None:
-    cols = {"ts_ms": [TS0, TS0, TS0, 2**70], "endpoint": ["/a"] * 4, "status": [0] * 4,
-            "latency_ms": [5, -1, 5, 5], "priority": [0, 0, 10, 0]}
+    cols = {
+        "ts_ms": [TS0, TS0, TS0, 2**70],
+        "endpoint": ["/a"] * 4,
+        "status": [0] * 4,
+        "latency_ms": [5, -1, 5, 5],
+        "priority": [0, 0, 10, 0],
+    }
     import json
 
     result = decode_message(json.dumps({"kind": "frame", "cols": cols}).encode())
@@ -152,9 +163,12 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c,
-                                                                        max_size=4)))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+    )
+)
 def test_arbitrary_json_never_raises(doc: object) -> None:
     from schemas import jsoncodec
 

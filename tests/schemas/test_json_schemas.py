@@ -23,10 +23,26 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-EVENT = {"event_id": "e1", "gateway_id": "g", "ts_ms": 1_763_900_000_000, "latency_ms": 12,
-         "tenant": "acme", "agent_id": "a", "endpoint": "POST /v1/chat", "status": 1,
-         "attempt": 2, "request_id": "r", "root_id": "r0", "parent_id": "p", "depth": 1,
-         "priority": 3, "tokens_in": 10, "tokens_out": 20, "directive_id": "", "applied": 0}
+EVENT = {
+    "event_id": "e1",
+    "gateway_id": "g",
+    "ts_ms": 1_763_900_000_000,
+    "latency_ms": 12,
+    "tenant": "acme",
+    "agent_id": "a",
+    "endpoint": "POST /v1/chat",
+    "status": 1,
+    "attempt": 2,
+    "request_id": "r",
+    "root_id": "r0",
+    "parent_id": "p",
+    "depth": 1,
+    "priority": 3,
+    "tokens_in": 10,
+    "tokens_out": 20,
+    "directive_id": "",
+    "applied": 0,
+}
 
 
 def test_event_and_frame_schemas_match_codec() -> None:
@@ -37,7 +53,13 @@ def test_event_and_frame_schemas_match_codec() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"status": "maybe"}, {"ts_ms": 0}, {"priority": 10}, {"prompt": "no content"}, {"endpoint": ""}],
+    [
+        {"status": "maybe"},
+        {"ts_ms": 0},
+        {"priority": 10},
+        {"prompt": "no content"},
+        {"endpoint": ""},
+    ],
 )
 def test_event_schema_and_codec_agree_on_bad_input(bad: dict[str, object]) -> None:
     doc = {"v": 1, "kind": "event", **EVENT, **bad}
@@ -46,9 +68,14 @@ def test_event_schema_and_codec_agree_on_bad_input(bad: dict[str, object]) -> No
 
 
 def test_directive_heartbeat_feature_score_schemas() -> None:
-    d = Directive("id1", 1, 2, Scope(endpoint="/a", min_priority=5),
-                  Action("throttle", rate_per_s=5.0, burst=2.0, shares=(("g", 0.5),)),
-                  Reason("contention", 0.8, {"share": 0.7}))
+    d = Directive(
+        "id1",
+        1,
+        2,
+        Scope(endpoint="/a", min_priority=5),
+        Action("throttle", rate_per_s=5.0, burst=2.0, shares=(("g", 0.5),)),
+        Reason("contention", 0.8, {"share": 0.7}),
+    )
     _validator("directive").validate(jsoncodec.loads(sign(d, b"k").encode()))
     _validator("heartbeat").validate(jsoncodec.loads(Heartbeat(5, "w").encode()))
     _validator("features").validate(FeatureRecord(5, 1000, "/a", "", {"attempts": 3.0}).to_json())
