@@ -1,0 +1,226 @@
+"""The directive cache: reads the control topic and keeps the gateway's directive table current.
+
+``ControlHandler`` is the logic (no I/O, clock passed in): decode a control message, check its
+signature, apply it to the table, count what was rejected and why, and track when the governor was
+last heard from. ``ControlListener`` is the shell: a background thread with a confluent-kafka
+consumer that assigns itself every partition of the control topic from the earliest offset (no
+consumer group join, so it starts in milliseconds), replays the log to rebuild the set in force,
+then follows it live with a short fetch wait (``fetch.wait.max.ms`` 10 ms).
+
+Heartbeats (``{"v":1,"kind":"heartbeat","ts_ms":…,"worker":…}``) are accepted unsigned even when a
+signing key is set: they only keep the gateway's "governor reachable" state and can never constrain
+traffic. Directives and releases must be signed when a key is set.
+
+A message is a sign of life only when it is recent: its own time (``ts_ms`` of a heartbeat,
+``issued_ms`` of a directive) is at most ``silence_ms`` before the gateway's clock. So replaying an
+old log at start-up does not make a dead governor look alive (clock skew up to ``silence_ms`` is
+tolerated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from gateway.enforce import DirectiveTable
+from gateway.stats import Counters
+from schemas.control import Heartbeat, decode_control
+from schemas.directive import Directive, verify
+from schemas.errors import DecodeError
+
+log = logging.getLogger("flyball.gateway")
+
+
+class ControlHandler:
+    """Applies control messages to a table; tracks the governor's liveness."""
+
+    def __init__(
+        self,
+        table: DirectiveTable,
+        counters: Counters,
+        *,
+        signing_key: bytes | None,
+        silence_ms: int,
+        started_ms: int,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.table = table
+        self._c = counters
+        self._key = signing_key
+        self.silence_ms = silence_ms
+        self.started_ms = started_ms
+        self.last_heard_ms: int | None = None
+        self._lock = lock if lock is not None else threading.Lock()
+
+    def handle(self, data: bytes | None, now_ms: int) -> str:
+        """Process one message value; return the outcome (a reject reason or what was done)."""
+        self._c.control_messages += 1
+        if data is None:
+            return self._reject("malformed")
+        msg = decode_control(data)
+        if isinstance(msg, DecodeError):
+            log.warning("control message rejected: %s", msg.describe())
+            return self._reject("malformed")
+        if isinstance(msg, Heartbeat):
+            self._c.heartbeats += 1
+            self._heard(msg.ts_ms, now_ms)
+            return "heartbeat"
+        return self.handle_directive(msg, now_ms)
+
+    def handle_directive(self, d: Directive, now_ms: int) -> str:
+        if self._key is not None:
+            if d.sig is None:
+                return self._reject("unsigned", d)
+            if not verify(d, self._key):
+                return self._reject("forged", d)
+        self._heard(d.issued_ms, now_ms)
+        return self.handle_directive_trusted(d, now_ms)
+
+    def handle_directive_trusted(self, d: Directive, now_ms: int) -> str:
+        """Apply ``d`` without a signature check (in-process callers) and count the outcome."""
+        with self._lock:
+            outcome = self.table.apply(d, now_ms)
+        if outcome in ("applied", "refreshed"):
+            self._c.directives_applied += 1
+        elif outcome == "released":
+            self._c.directives_released += 1
+        elif outcome in ("expired", "stale"):
+            self._c.directives_rejected[outcome] += 1
+        return outcome
+
+    def _reject(self, reason: str, d: Directive | None = None) -> str:
+        self._c.directives_rejected[reason] += 1
+        if d is not None and reason in ("unsigned", "forged"):
+            log.warning("directive %s rejected: %s signature", d.id, reason)
+        return reason
+
+    def _heard(self, msg_ms: int, now_ms: int) -> None:
+        if msg_ms >= now_ms - self.silence_ms:
+            self.last_heard_ms = now_ms
+
+    def governor_state(self, now_ms: int) -> str:
+        """``"ok"``, ``"unreachable"`` (silent > ``silence_ms``) or ``"connecting"`` (at start)."""
+        heard = self.last_heard_ms
+        if heard is None:
+            return "connecting" if now_ms - self.started_ms <= self.silence_ms else "unreachable"
+        return "ok" if now_ms - heard <= self.silence_ms else "unreachable"
+
+
+class ControlListener:
+    """Background thread: follows every partition of the control topic from the beginning."""
+
+    def __init__(
+        self,
+        kafka_conf: Mapping[str, str],
+        topic: str,
+        handler: ControlHandler,
+        gateway_id: str,
+        clock_ms: Callable[[], int],
+        *,
+        poll_ms: int = 20,
+        metadata_refresh_ms: int = 2_000,
+    ) -> None:
+        self.topic = topic
+        self._handler = handler
+        self._clock_ms = clock_ms
+        self._poll_s = poll_ms / 1000
+        self._refresh_ms = metadata_refresh_ms
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._assigned: set[int] = set()
+        self.caught_up = threading.Event()  # set once the backlog at start has been read
+        conf: dict[str, Any] = {
+            # Unique per instance: we assign partitions manually and never commit, so the group
+            # only names this reader; no join, no rebalance.
+            "group.id": f"flyball-gw-{gateway_id}-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": "false",
+            "enable.auto.offset.store": "false",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": "6000",
+            "fetch.wait.max.ms": "10",
+            "fetch.error.backoff.ms": "100",
+            "socket.connection.setup.timeout.ms": "3000",
+            "reconnect.backoff.max.ms": "1000",
+            "client.id": f"flyball-gw-{gateway_id}-control",
+            "log_level": "2",  # connection failures show as governor_state, not per-retry logs
+        }
+        conf.update(kafka_conf)
+        conf["logger"] = logging.getLogger("flyball.gateway.kafka")
+        self._conf = conf
+        self._consumer: Consumer | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._consumer = Consumer(self._conf)
+            self._thread = threading.Thread(
+                target=self._run, name=f"flyball-control-{self.topic}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        next_refresh_ms = 0
+        try:
+            while not self._stop.is_set():
+                now_ms = self._clock_ms()
+                if now_ms >= next_refresh_ms:
+                    self._assign_new_partitions(consumer)
+                    next_refresh_ms = now_ms + (self._refresh_ms if self._assigned else 200)
+                if not self._assigned:
+                    self._stop.wait(self._poll_s)
+                    continue
+                try:
+                    msgs = consumer.consume(500, self._poll_s)
+                except KafkaException as exc:
+                    log.warning("control consumer: %s", exc)
+                    self._stop.wait(0.1)
+                    continue
+                handle, now_ms = self._handler.handle, self._clock_ms()
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        log.debug("control consumer: %s", err)
+                        continue
+                    handle(m.value(), now_ms)
+                if not msgs and not self.caught_up.is_set():
+                    self.caught_up.set()
+        except Exception:  # never take the gateway down; enforcement fails open by expiry
+            log.exception("control listener for %s died", self.topic)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                consumer.close()
+
+    def _assign_new_partitions(self, consumer: Consumer) -> None:
+        try:
+            md = consumer.list_topics(self.topic, timeout=0.5)
+        except KafkaException as exc:
+            log.debug("control topic metadata: %s", exc)
+            return
+        tmd = md.topics.get(self.topic)
+        if tmd is None or tmd.error is not None:
+            return
+        new = sorted(set(tmd.partitions) - self._assigned)
+        if new:
+            consumer.incremental_assign(
+                [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new]
+            )
+            self._assigned.update(new)
+
+
+def wall_ms() -> int:
+    """Epoch milliseconds (the clock directives' ``expires_ms`` is written in)."""
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,348 @@
+"""The enforcement core: which directives are in force, and what to do with one request.
+
+Pure: no I/O, no clock, no global randomness. ``now_ms`` (epoch milliseconds, the governor's
+``expires_ms`` clock) and a random source (anything with ``random() -> float`` in [0, 1):
+``random.Random`` or ``numpy.random.Generator``) are passed in, so the simulator runs the same code
+in virtual time and tests are exact.
+
+Semantics of a table with several directives:
+
+- Every directive whose scope matches a request constrains it. Matching directives are walked
+  most specific first (``Scope.specificity()``: agent > tenant > endpoint > filters; ties by id).
+- ``throttle``: a token bucket per directive, refilled at ``rate_per_s × share`` tokens/s up to
+  ``burst × share`` tokens (at least 1). An empty bucket rejects with the time until the next token.
+- ``shed``: rejects with probability ``fraction``, ``Retry-After = retry_after_ms``.
+- ``reroute``: sends the request to ``target``.
+- ``defer``: holds the request ``hold_ms + U{0..jitter_ms}`` ms (the most specific defer decides).
+- The first reject or reroute ends the walk and decides. Otherwise the request is deferred (if a
+  defer matched) or admitted, and only then does it take one token from every throttle it passed, so
+  a request rejected by a less specific directive does not use up a more specific one's tokens.
+- ``release`` removes the directive with the same id; a directive at or past ``expires_ms`` stops
+  applying (and is purged lazily); an older ``issued_ms`` than the one in force is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, NamedTuple, Protocol
+
+from schemas.columns import APPLIED_CODES
+from schemas.directive import Directive
+
+_NEVER: Final = 2**62
+_TOKEN: Final = 1000.0  # milli-tokens per token
+
+
+class RandomSource(Protocol):
+    def random(self) -> float: ...
+
+
+class RequestMeta:
+    """What the enforcement core needs to know about one request attempt."""
+
+    __slots__ = ("agent_id", "attempt", "depth", "endpoint", "priority", "tenant")
+
+    def __init__(
+        self,
+        endpoint: str,
+        tenant: str = "",
+        agent_id: str = "",
+        priority: int = 0,
+        attempt: int = 0,
+        depth: int = 0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.tenant = tenant
+        self.agent_id = agent_id
+        self.priority = priority
+        self.attempt = attempt
+        self.depth = depth
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestMeta({self.endpoint!r}, tenant={self.tenant!r}, agent_id={self.agent_id!r}, "
+            f"priority={self.priority}, attempt={self.attempt}, depth={self.depth})"
+        )
+
+
+ADMIT_KIND: Final = "admit"
+DEFER_KIND: Final = "defer"
+REJECT_KIND: Final = "reject"
+REROUTE_KIND: Final = "reroute"
+
+
+class Decision(NamedTuple):
+    """The outcome for one request (immutable; a tuple, so cheap to build and compare).
+
+    - ``kind``: ``"admit"`` / ``"defer"`` / ``"reject"`` / ``"reroute"``.
+    - ``delay_ms``: how long to hold the request (defer).
+    - ``retry_after_ms``: what to tell the caller (reject).
+    - ``target``: where to send the request (reroute).
+    - ``directive_id`` / ``applied``: the directive that decided and its action code
+      (``schemas.columns.APPLIED_CODES``), for the request event.
+    """
+
+    kind: str
+    delay_ms: int = 0
+    retry_after_ms: int = 0
+    target: str = ""
+    directive_id: str = ""
+    applied: int = 0
+
+    @property
+    def admitted(self) -> bool:
+        """True when the request goes ahead here (admit, or defer then go)."""
+        return self.kind == ADMIT_KIND or self.kind == DEFER_KIND
+
+
+ADMIT: Final = Decision(ADMIT_KIND)
+
+_THROTTLE: Final = APPLIED_CODES["throttle"]
+_DEFER: Final = APPLIED_CODES["defer"]
+_SHED: Final = APPLIED_CODES["shed"]
+_REROUTE: Final = APPLIED_CODES["reroute"]
+
+
+class _Entry:
+    """One directive in force, flattened for the admit loop (plus its token bucket)."""
+
+    __slots__ = (
+        "agent_id",
+        "burst",
+        "directive",
+        "expires_ms",
+        "fraction",
+        "hold_ms",
+        "id",
+        "issued_ms",
+        "jitter_ms",
+        "last_ms",
+        "min_attempt",
+        "min_depth",
+        "min_priority",
+        "op",
+        "rate_per_ms",
+        "reroute",
+        "retry_after_ms",
+        "tenant",
+        "tokens",
+    )
+
+    def __init__(self, d: Directive, share: float, now_ms: int) -> None:
+        s, a = d.scope, d.action
+        self.directive = d
+        self.id = d.id
+        self.issued_ms = d.issued_ms
+        self.expires_ms = d.expires_ms
+        self.tenant = s.tenant
+        self.agent_id = s.agent_id
+        self.min_priority = s.min_priority or 0
+        self.min_attempt = s.min_attempt or 0
+        self.min_depth = s.min_depth or 0
+        self.op = APPLIED_CODES[a.type]
+        # Bucket level in milli-tokens: one ms adds ``rate_per_s × share`` of them, so the
+        # arithmetic is exact for integral (and dyadic) rates.
+        self.rate_per_ms = a.rate_per_s * share
+        self.burst = max(_TOKEN, a.burst * share * _TOKEN)
+        self.tokens = self.burst
+        self.last_ms = now_ms
+        self.hold_ms = a.hold_ms
+        self.jitter_ms = a.jitter_ms
+        self.fraction = a.fraction
+        self.retry_after_ms = a.retry_after_ms
+        self.reroute = (
+            Decision(REROUTE_KIND, target=a.target, directive_id=d.id, applied=_REROUTE)
+            if a.type == "reroute"
+            else ADMIT
+        )
+
+    def refill(self, now_ms: int) -> float:
+        dt = now_ms - self.last_ms
+        if dt > 0:
+            t = self.tokens + dt * self.rate_per_ms
+            self.tokens = t if t < self.burst else self.burst
+            self.last_ms = now_ms
+        return self.tokens
+
+
+def _order(e: _Entry) -> tuple[int, str]:
+    return (-e.directive.scope.specificity(), e.id)
+
+
+class DirectiveTable:
+    """Directives in force for one gateway, indexed by endpoint.
+
+    Copy-on-write: ``apply`` and ``purge`` build new index dicts and swap them in, so a reader in
+    another thread always sees a consistent index. Token buckets are mutated in place by ``admit``;
+    callers that admit from several threads serialise ``admit`` (``Gateway`` does, slow path only).
+    """
+
+    __slots__ = (
+        "_by_endpoint",
+        "_entries",
+        "_wildcard",
+        "empty",
+        "gateway_id",
+        "lazy_purge",
+        "next_expiry_ms",
+    )
+
+    def __init__(self, gateway_id: str = "", *, lazy_purge: bool = True) -> None:
+        """``lazy_purge``: ``admit`` drops expired directives itself. A multi-threaded owner
+        (``Gateway``) turns it off and calls ``purge`` from the thread that also ``apply``s, so two
+        threads never rebuild the index at once (expired entries are skipped meanwhile).
+        """
+        self.gateway_id = gateway_id
+        self.lazy_purge = lazy_purge
+        self._entries: dict[str, _Entry] = {}
+        self._by_endpoint: dict[str, tuple[_Entry, ...]] = {}
+        self._wildcard: tuple[_Entry, ...] = ()
+        self.empty = True
+        self.next_expiry_ms = _NEVER
+
+    # --- maintenance (control thread) ---
+    def apply(self, d: Directive, now_ms: int) -> str:
+        """Insert, refresh or release ``d``. Returns what happened:
+
+        ``"applied"`` (new id), ``"refreshed"`` (same id; bucket level kept), ``"released"``,
+        ``"expired"`` (ignored: already past ``expires_ms``), ``"stale"`` (ignored: older
+        ``issued_ms`` than the one in force), ``"unknown_release"`` (release of an id not in force).
+        """
+        old = self._entries.get(d.id)
+        if d.action.type == "release":
+            if old is None:
+                return "unknown_release"
+            entries = dict(self._entries)
+            del entries[d.id]
+            self._rebuild(entries)
+            return "released"
+        if now_ms >= d.expires_ms:
+            return "expired"
+        if old is not None and d.issued_ms < old.issued_ms:
+            return "stale"
+        entry = _Entry(d, d.action.share_for(self.gateway_id), now_ms)
+        if old is not None and old.op == entry.op == _THROTTLE:
+            old.refill(now_ms)
+            entry.tokens = min(old.tokens, entry.burst)
+        entries = dict(self._entries)
+        entries[d.id] = entry
+        self._rebuild(entries)
+        return "applied" if old is None else "refreshed"
+
+    def purge(self, now_ms: int) -> int:
+        """Drop expired directives; return how many."""
+        expired = [k for k, e in self._entries.items() if now_ms >= e.expires_ms]
+        if expired:
+            entries = {k: e for k, e in self._entries.items() if now_ms < e.expires_ms}
+            self._rebuild(entries)
+        return len(expired)
+
+    def clear(self) -> None:
+        self._rebuild({})
+
+    def _rebuild(self, entries: dict[str, _Entry]) -> None:
+        ordered = sorted(entries.values(), key=_order)
+        wildcard = tuple(e for e in ordered if e.directive.scope.endpoint is None)
+        by_endpoint: dict[str, tuple[_Entry, ...]] = {}
+        for ep in {e.directive.scope.endpoint for e in ordered} - {None}:
+            by_endpoint[ep] = tuple(  # type: ignore[index]
+                e for e in ordered if e.directive.scope.endpoint in (ep, None)
+            )
+        self._entries = entries
+        self._by_endpoint = by_endpoint
+        self._wildcard = wildcard
+        self.next_expiry_ms = min((e.expires_ms for e in ordered), default=_NEVER)
+        self.empty = not entries
+
+    # --- reading ---
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, directive_id: object) -> bool:
+        return directive_id in self._entries
+
+    def directives(self) -> list[Directive]:
+        """Directives in the table, most specific first (expired ones may linger until purged)."""
+        return [e.directive for e in sorted(self._entries.values(), key=_order)]
+
+    def in_force(self, now_ms: int) -> int:
+        return sum(1 for e in self._entries.values() if now_ms < e.expires_ms)
+
+    def tokens(self, directive_id: str, now_ms: int) -> float | None:
+        """Current bucket level of a throttle directive (for tests and stats)."""
+        e = self._entries.get(directive_id)
+        return None if e is None or e.op != _THROTTLE else e.refill(now_ms) / _TOKEN
+
+    # --- the hot path ---
+    def admit(self, req: RequestMeta, now_ms: int, rng: RandomSource) -> Decision:
+        """Decide for one request. With nothing in force for its endpoint: one dict lookup."""
+        return self.decide(
+            req.endpoint, req.tenant, req.agent_id, req.priority, req.attempt, req.depth,
+            now_ms, rng,
+        )
+
+    def decide(
+        self,
+        endpoint: str,
+        tenant: str,
+        agent: str,
+        prio: int,
+        attempt: int,
+        depth: int,
+        now_ms: int,
+        rng: RandomSource,
+    ) -> Decision:
+        """``admit`` with the request's fields as arguments (no ``RequestMeta`` to build)."""
+        if now_ms >= self.next_expiry_ms and self.lazy_purge:
+            self.purge(now_ms)
+        entries = self._by_endpoint.get(endpoint, self._wildcard)
+        if not entries:
+            return ADMIT
+        passed: list[_Entry] | None = None
+        defer: Decision | None = None
+        for e in entries:
+            if (
+                now_ms >= e.expires_ms
+                or prio < e.min_priority
+                or attempt < e.min_attempt
+                or depth < e.min_depth
+                or (e.tenant is not None and e.tenant != tenant)
+                or (e.agent_id is not None and e.agent_id != agent)
+            ):
+                continue
+            op = e.op
+            if op == _THROTTLE:
+                tokens = e.refill(now_ms)
+                if tokens < _TOKEN:
+                    # Until the next token, but never past the directive's own expiry.
+                    left_ms = e.expires_ms - now_ms
+                    wait_ms = (
+                        min(math.ceil((_TOKEN - tokens) / e.rate_per_ms), left_ms)
+                        if e.rate_per_ms > 0
+                        else left_ms
+                    )
+                    return Decision(
+                        REJECT_KIND, retry_after_ms=max(1, wait_ms), directive_id=e.id,
+                        applied=_THROTTLE,
+                    )
+                if passed is None:
+                    passed = [e]
+                else:
+                    passed.append(e)
+            elif op == _SHED:
+                if e.fraction >= 1.0 or rng.random() < e.fraction:
+                    return Decision(
+                        REJECT_KIND, retry_after_ms=e.retry_after_ms, directive_id=e.id,
+                        applied=_SHED,
+                    )
+            elif op == _REROUTE:
+                return e.reroute
+            elif op == _DEFER and defer is None:
+                jitter = int(rng.random() * (e.jitter_ms + 1)) if e.jitter_ms > 0 else 0
+                defer = Decision(
+                    DEFER_KIND, delay_ms=e.hold_ms + jitter, directive_id=e.id, applied=_DEFER
+                )
+        if passed is not None:
+            for e in passed:
+                e.tokens -= _TOKEN
+        return defer if defer is not None else ADMIT
