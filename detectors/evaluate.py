@@ -1,0 +1,126 @@
+"""One evaluation at a closed bucket boundary: window sums -> feature arrays for the detectors,
+and the feature records emitted at a coarser cadence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors import hll
+from detectors.features import (
+    Features,
+    core,
+    latency_quantiles,
+    ratio,
+    retry_coherence,
+    tenant_context,
+)
+from detectors.layout import (
+    ATTEMPTS,
+    DEPTH_MAX,
+    I64,
+    KIND_ENDPOINT,
+    KIND_PAIR,
+    KIND_TENANT,
+    LATENCY_COUNT,
+    LATENCY_SUM_MS,
+    RETRIES,
+)
+from detectors.windows import Key, WindowStore
+from schemas.records import FeatureRecord
+
+LEVELS = {KIND_ENDPOINT: 0.0, KIND_PAIR: 1.0, KIND_TENANT: 2.0}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIndex:
+    """Structure of the key set: kinds and cross-links, rebuilt when the key set changes."""
+
+    version: int
+    kind: np.ndarray
+    endpoint_row: I64  # pair -> its endpoint row; other rows -> own row
+    pairs_of_tenant: dict[str, list[int]]
+
+    @staticmethod
+    def build(keys: list[Key], version: int) -> KeyIndex:
+        index = {k: i for i, k in enumerate(keys)}
+        kind = np.array([k[0] for k in keys], dtype=object)
+        endpoint_row = np.arange(len(keys), dtype=np.int64)
+        pairs: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            if k[0] == KIND_PAIR:
+                endpoint_row[i] = index[(KIND_ENDPOINT, k[1], "")]
+                pairs.setdefault(k[2], []).append(i)
+        return KeyIndex(version, kind, endpoint_row, pairs)
+
+
+def detector_inputs(
+    store: WindowStore,
+    idx: KeyIndex,
+    horizons_buckets: tuple[int, ...],
+    bucket_ms: int,
+    fast_buckets: int,
+) -> Features:
+    """Features of the shortest horizon for every key, plus the context the detectors need."""
+    hb0 = horizons_buckets[0]
+    short = store.horizon_sum[0]
+    f = core(short, hb0 * bucket_ms)
+    mid = store.horizon_sum[min(1, len(horizons_buckets) - 1)]
+    f["latency_mean_mid_ms"] = ratio(
+        mid[:, LATENCY_SUM_MS].astype(np.float64), mid[:, LATENCY_COUNT].astype(np.float64)
+    )
+    f["latency_count"] = short[:, LATENCY_COUNT].astype(np.float64)
+    fast = store.ring_sum[:, store.recent(fast_buckets)]
+    fast_count = fast[:, :, LATENCY_COUNT].sum(axis=1).astype(np.float64)
+    f["latency_mean_fast_ms"] = ratio(
+        fast[:, :, LATENCY_SUM_MS].sum(axis=1).astype(np.float64), fast_count
+    )
+    f["latency_count_fast"] = fast_count
+    f["retry_coherence"] = retry_coherence(store.ring_sum[:, store.recent(hb0), RETRIES])
+    long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
+    share, active, shift = tenant_context(
+        f["attempts"], long, idx.endpoint_row, idx.kind == KIND_PAIR
+    )
+    f["tenant_share"], f["active_tenants"], f["tenant_mix_shift"] = share, active, shift
+    f["endpoint_latency_mean_ms"] = f["latency_mean_fast_ms"][idx.endpoint_row]
+    f["endpoint_error_fraction"] = f["error_fraction"][idx.endpoint_row]
+    f["endpoint_attempts"] = f["attempts"][idx.endpoint_row]
+    assert store.next_bucket is not None
+    f["mature"] = (store.next_bucket - store.first_bucket >= hb0).astype(np.float64)
+    return f
+
+
+def feature_records(
+    store: WindowStore,
+    idx: KeyIndex,
+    horizons_buckets: tuple[int, ...],
+    bucket_ms: int,
+    now_ms: int,
+) -> list[FeatureRecord]:
+    """Full features of every key with traffic, for every horizon."""
+    out: list[FeatureRecord] = []
+    long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
+    for h, hb in enumerate(horizons_buckets):
+        sums = store.horizon_sum[h]
+        rows = np.flatnonzero(sums[:, ATTEMPTS] > 0)
+        if not rows.size:
+            continue
+        f = core(sums, hb * bucket_ms)
+        share, active, shift = tenant_context(
+            f["attempts"], long, idx.endpoint_row, idx.kind == KIND_PAIR
+        )
+        f.update(tenant_share=share, active_tenants=active, tenant_mix_shift=shift)
+        f = {name: v[rows] for name, v in f.items()}
+        f.update(latency_quantiles(sums[rows]))
+        f["distinct_agents"] = hll.estimate(store.window_hll(hb)[rows])
+        f["depth_max"] = store.window_max(hb)[rows, DEPTH_MAX].astype(np.float64)
+        f["retry_coherence"] = retry_coherence(store.ring_sum[rows][:, store.recent(hb), RETRIES])
+        names = sorted(f)
+        columns = [f[n].tolist() for n in names]
+        for j, r in enumerate(rows.tolist()):
+            key = store.keys[r]
+            values = {n: col[j] for n, col in zip(names, columns, strict=True)}
+            values["level"] = LEVELS[key[0]]
+            out.append(FeatureRecord(now_ms, hb * bucket_ms, key[1], key[2], values))
+    return out

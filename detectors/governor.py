@@ -1,0 +1,274 @@
+"""The governor: events in, features, scores and directives out, in event time.
+
+``ingest`` aggregates a batch (vectorized) into open buckets; ``advance`` closes every bucket
+whose end is at or before the watermark and, at each closed boundary in order, computes features,
+scores every detector and runs the policy. Nothing reads a clock, so live, replayed and simulated
+runs of the same events give the same output, however the events were split into batches (rows,
+baselines and decisions depend only on closed buckets).
+
+Outputs per boundary ``t``:
+
+- features: every key with traffic, every horizon, when ``t`` is a multiple of
+  ``feature_every_ms`` (1 s); ``values["level"]`` is 0 endpoint, 1 endpoint x tenant, 2 tenant;
+- scores: each detector on its key kind where the score is > 0, or the episode entered or ended;
+- directives: from the policy (enter, escalate, refresh, release).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from detectors import actions
+from detectors.aggregate import aggregate, aggregate_gateways, event_time_ms
+from detectors.config import GovernorConfig
+from detectors.errors import SnapshotError
+from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, feature_records
+from detectors.layout import HLL_M, KIND_ENDPOINT, KIND_PAIR, KIND_TENANT, N_MAX, N_SUM
+from detectors.policy import Planned, Policy
+from detectors.scores import (
+    Contention,
+    Detector,
+    Fanout,
+    OrganicGrowth,
+    RetryStorm,
+    Saturation,
+    Scored,
+)
+from detectors.windows import Key, WindowStore
+from schemas.columns import EventColumns
+from schemas.directive import Directive
+from schemas.records import FeatureRecord, ScoreRecord
+
+__all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
+
+_SNAPSHOT_VERSION: Final = 1
+# detector -> key kinds it acts on (and reports scores for)
+ACTING_KIND: Final[dict[str, str]] = {
+    "retry_storm": KIND_ENDPOINT,
+    "saturation": KIND_ENDPOINT,
+    "contention": KIND_PAIR,
+    "fanout": KIND_TENANT,
+}
+GUARDED: Final = frozenset({"retry_storm", "contention", "fanout"})
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    accepted: int
+    late: int
+
+
+@dataclass(frozen=True)
+class GovernorOutput:
+    features: list[FeatureRecord] = field(default_factory=list)
+    scores: list[ScoreRecord] = field(default_factory=list)
+    directives: list[Directive] = field(default_factory=list)
+    late_events: int = 0
+
+
+class Governor:
+    def __init__(self, config: GovernorConfig | None = None) -> None:
+        c = self.config = config if config is not None else GovernorConfig()
+        self._hb = tuple(c.buckets(h) for h in c.horizons_ms)
+        self._store = WindowStore(self._hb[-1], self._hb, N_SUM, N_MAX, HLL_M)
+        gw_b = self._hb[min(1, len(self._hb) - 1)]  # gateway shares over the mid horizon
+        self._gw = WindowStore(gw_b, (gw_b,), 1)
+        self._detectors: dict[str, Detector[Any]] = {
+            "retry_storm": RetryStorm(c.retry_storm),
+            "saturation": Saturation(c.saturation),
+            "contention": Contention(c.contention),
+            "fanout": Fanout(c.fanout),
+            "organic_growth": OrganicGrowth(c.organic),
+        }
+        self._policy = Policy(c.policy)
+        self._index = KeyIndex.build([], -1)
+        self._max_event_ms: int | None = None
+        self._watermark_ms: int | None = None
+        self._late = 0
+
+    # --- input ---
+    def ingest(self, events: EventColumns) -> IngestStats:
+        """Aggregate a batch. Events in already closed buckets are late: counted, not used."""
+        n = len(events)
+        if n == 0:
+            return IngestStats(0, 0)
+        t = event_time_ms(events, self.config.event_time)
+        bucket = t // self.config.bucket_ms
+        nb = self._store.next_bucket
+        n_late = 0
+        if nb is not None:
+            late = bucket < nb
+            n_late = int(late.sum())
+            if n_late:
+                keep = ~late
+                events, t, bucket = events.take(keep), t[keep], bucket[keep]
+        if len(events):
+            self._store.add(aggregate(events, bucket))
+            self._gw.add(aggregate_gateways(events, bucket))
+            top = int(t.max())
+            self._max_event_ms = top if self._max_event_ms is None else max(top, self._max_event_ms)
+        self._late += n_late
+        return IngestStats(n - n_late, n_late)
+
+    @property
+    def watermark_ms(self) -> int | None:
+        return self._watermark_ms
+
+    # --- time ---
+    def advance(self, watermark_ms: int | None = None) -> GovernorOutput:
+        """Close every bucket ending at or before the watermark (never moves backwards)."""
+        c = self.config
+        if watermark_ms is None:
+            if self._max_event_ms is None:
+                return self._flush_late(GovernorOutput())
+            watermark_ms = self._max_event_ms - c.allowed_lateness_ms
+        if self._watermark_ms is not None:
+            watermark_ms = max(watermark_ms, self._watermark_ms)
+        self._watermark_ms = watermark_ms
+        target = watermark_ms // c.bucket_ms
+        out = GovernorOutput()
+        st = self._store
+        if st.next_bucket is None:
+            first = st.pending_min_bucket()
+            if first is None or first >= target:
+                return self._flush_late(out)
+            st.next_bucket = self._gw.next_bucket = first
+        while st.next_bucket is not None and st.next_bucket < target:
+            if st.is_idle() and not self._policy.active():
+                pm = st.pending_min_bucket()
+                jump = target if pm is None else min(target, pm)
+                if jump > st.next_bucket:
+                    st.skip_to(jump)
+                    self._gw.skip_to(jump)
+                    continue
+            self._close_one(out)
+        return self._flush_late(out)
+
+    def _flush_late(self, out: GovernorOutput) -> GovernorOutput:
+        late, self._late = self._late, 0
+        return GovernorOutput(out.features, out.scores, out.directives, late)
+
+    def _close_one(self, out: GovernorOutput) -> None:
+        st, c = self._store, self.config
+        st.close_next()
+        self._gw.close_next()
+        drop = st.evictable()
+        if drop.any():
+            keep = st.evict(drop)
+            for det in self._detectors.values():
+                det.keep(keep[: det.n_keys])
+        gw_drop = self._gw.evictable()
+        if gw_drop.any():
+            self._gw.evict(gw_drop)
+        if not len(st):
+            return
+        assert st.next_bucket is not None
+        now_ms = st.next_bucket * c.bucket_ms
+        if self._index.version != st.version:
+            self._index = KeyIndex.build(st.keys, st.version)
+        feats = detector_inputs(
+            st, self._index, self._hb, c.bucket_ms, c.buckets(c.latency_fast_ms)
+        )
+        scored = {name: det.update_many(feats) for name, det in self._detectors.items()}
+        self._decide(now_ms, feats, scored, out)
+        if now_ms % c.feature_every_ms == 0:
+            out.features.extend(feature_records(st, self._index, self._hb, c.bucket_ms, now_ms))
+
+    def _decide(
+        self,
+        now_ms: int,
+        feats: dict[str, np.ndarray],
+        scored: dict[str, Scored],
+        out: GovernorOutput,
+    ) -> None:
+        st, idx, ac = self._store, self._index, self.config.actions
+        organic = scored["organic_growth"].score
+        organic_here = np.where(idx.kind == KIND_PAIR, organic[idx.endpoint_row], organic)
+        calm = organic_here < self.config.organic_guard
+        ctx = actions.EvalContext(
+            st.keys,
+            feats,
+            st.horizon_sum[0],
+            idx.endpoint_row,
+            idx.pairs_of_tenant,
+            self._gateway_counts,
+            scored,
+        )
+
+        def build(det: str, row: int, key: Key, onset_ms: int, t_ms: int) -> list[Planned]:
+            if det == "retry_storm":
+                return actions.storm(ctx, ac, row, key)
+            if det == "saturation":
+                return actions.saturation(ctx, ac, row, key, t_ms - onset_ms)
+            if det == "contention":
+                return actions.contention(ctx, ac, row, key)
+            return actions.fanout(ctx, ac, row, key)
+
+        for det, kind in ACTING_KIND.items():
+            s = scored[det]
+            allowed = (idx.kind == kind) & (calm if det in GUARDED else True)
+            directives, moved = self._policy.step(
+                now_ms, det, st.keys, s.score, allowed, build, s.evidence_at
+            )
+            out.directives.extend(directives)
+            self._score_records(
+                now_ms, det, s, idx.kind == kind, moved.entered + moved.released, out
+            )
+        org = scored["organic_growth"]
+        self._score_records(
+            now_ms,
+            "organic_growth",
+            org,
+            (idx.kind == KIND_ENDPOINT) | (idx.kind == KIND_TENANT),
+            [],
+            out,
+        )
+
+    def _score_records(
+        self,
+        now_ms: int,
+        det: str,
+        s: Scored,
+        mask: np.ndarray,
+        changed: list[Key],
+        out: GovernorOutput,
+    ) -> None:
+        st = self._store
+        rows = set(np.flatnonzero(mask & (s.score > 0)).tolist())
+        rows |= {st.index[k] for k in changed if k in st.index}
+        for r in sorted(rows):
+            key = st.keys[r]
+            ev = s.evidence_at(r)
+            ev["level"] = LEVELS[key[0]]
+            out.scores.append(ScoreRecord(now_ms, det, key[1], key[2], float(s.score[r]), ev))
+
+    def _gateway_counts(self, endpoint: str, tenant: str) -> dict[str, int]:
+        gw = self._gw
+        counts = gw.horizon_sum[0][:, 0]
+        return {
+            k[2]: int(counts[i])
+            for i, k in enumerate(gw.keys)
+            if k[0] == endpoint and k[1] == tenant and counts[i] > 0
+        }
+
+    # --- state ---
+    def snapshot(self) -> bytes:
+        """Immutable bytes of the whole running state (restore only from trusted storage:
+        the format is pickle)."""
+        return pickle.dumps((_SNAPSHOT_VERSION, self.__dict__), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Governor:
+        try:
+            version, state = pickle.loads(data)
+        except Exception as exc:
+            raise SnapshotError(f"not a governor snapshot: {exc}") from exc
+        if version != _SNAPSHOT_VERSION:
+            raise SnapshotError(f"snapshot version {version}, expected {_SNAPSHOT_VERSION}")
+        gov = cls.__new__(cls)
+        gov.__dict__.update(state)
+        return gov

@@ -1,0 +1,185 @@
+"""Scores -> directives: hysteresis, minimum hold, TTL refresh, release, rate cap.
+
+Per (detector, key) an *episode*:
+
+- enters when the score reaches ``enter`` (and the key is allowed: right key kind, not suppressed
+  by the organic guard); candidates are taken highest score first (ties by key), at most
+  ``max_new_per_eval`` per evaluation and while the directives issued in the current second of
+  event time stay under ``max_directives_per_s``;
+- lasts while the score stays at or above ``exit`` (< ``enter``), and at least ``min_hold_ms``;
+- re-issues its directives every ``refresh_ms`` with the same ids and a new
+  ``issued_ms``/``expires_ms`` (``expires_ms = issued_ms + ttl_ms``: a dead governor's directives
+  lapse within ``ttl_ms``); refreshes and releases are never held back by the rate cap;
+- may add directives while it lasts (escalation, e.g. defer -> shed);
+- ends with one explicit ``release`` per directive id.
+
+Scopes are fixed at the first issue of each directive, so the id
+``directive_id(f"{detector}:{part}", scope, onset_ms)`` is stable for the whole episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from detectors.errors import ConfigError
+from detectors.layout import F64
+from detectors.windows import Key
+from schemas.directive import Action, Directive, Reason, Scope, directive_id
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """- ``enter``/``exit``: hysteresis band (0.6 / 0.3: a score must be clearly high to act and
+      clearly back to normal to stop, so noise around one threshold does not flap);
+    - ``min_hold_ms``: 2 s, longer than one retry/backoff cycle, so a storm is not released
+      between two waves;
+    - ``ttl_ms`` 3 s and ``refresh_ms`` 1 s: three refreshes may be lost before a directive lapses,
+      and a dead governor stops constraining anyone within 3 s;
+    - ``max_new_per_eval``/``max_directives_per_s``: bound the control traffic.
+    """
+
+    enter: float = 0.6
+    exit: float = 0.3
+    min_hold_ms: int = 2_000
+    ttl_ms: int = 3_000
+    refresh_ms: int = 1_000
+    max_new_per_eval: int = 8
+    max_directives_per_s: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0 < self.exit < self.enter <= 1:
+            raise ConfigError("PolicyConfig.enter/exit must satisfy 0 < exit < enter <= 1")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, int) and v < 0:
+                raise ConfigError(f"PolicyConfig.{f.name} must be >= 0, got {v}")
+        if not 0 < self.refresh_ms < self.ttl_ms:
+            raise ConfigError("PolicyConfig.refresh_ms must be in (0, ttl_ms)")
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One directive an action builder wants: ``part`` names it within the episode."""
+
+    part: str
+    scope: Scope
+    action: Action
+
+
+# (detector, row, key, onset_ms, now_ms) -> planned directives
+Builder = Callable[[str, int, Key, int, int], list[Planned]]
+
+
+@dataclass(slots=True)
+class Episode:
+    detector: str
+    key: Key
+    onset_ms: int
+    last_issue_ms: int
+    scopes: dict[str, Scope] = field(default_factory=dict)
+    actions: dict[str, Action] = field(default_factory=dict)
+
+    def id_of(self, part: str) -> str:
+        return directive_id(f"{self.detector}:{part}", self.scopes[part], self.onset_ms)
+
+
+@dataclass(slots=True)
+class Transitions:
+    entered: list[Key] = field(default_factory=list)
+    released: list[Key] = field(default_factory=list)
+
+
+class Policy:
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config if config is not None else PolicyConfig()
+        self.episodes: dict[tuple[str, Key], Episode] = {}
+        self._second = -1
+        self._issued_in_second = 0
+
+    def active(self) -> bool:
+        return bool(self.episodes)
+
+    def step(
+        self,
+        now_ms: int,
+        detector: str,
+        keys: list[Key],
+        score: F64,
+        allowed: np.ndarray,
+        build: Builder,
+        evidence: Callable[[int], dict[str, float | int | str]],
+    ) -> tuple[list[Directive], Transitions]:
+        """One evaluation of one detector over all keys (``score``/``allowed`` per row)."""
+        c = self.config
+        if now_ms // 1000 != self._second:
+            self._second, self._issued_in_second = now_ms // 1000, 0
+        out: list[Directive] = []
+        moved = Transitions()
+        rows = {k: i for i, k in enumerate(keys)}
+        for (det, key), ep in sorted(self.episodes.items()):
+            if det != detector:
+                continue
+            row = rows.get(key)
+            s = float(score[row]) if row is not None else 0.0
+            reason = Reason(detector, round(s, 6), evidence(row) if row is not None else {})
+            if row is None or (s < c.exit and now_ms - ep.onset_ms >= c.min_hold_ms):
+                out += [
+                    self._directive(ep, p, now_ms, Action("release"), reason) for p in ep.scopes
+                ]
+                del self.episodes[(det, key)]
+                moved.released.append(key)
+                continue
+            out += self._issue(ep, build(detector, row, key, ep.onset_ms, now_ms), now_ms, reason)
+        fresh = np.flatnonzero((score >= c.enter) & allowed)
+        order = sorted(fresh.tolist(), key=lambda r: (-float(score[r]), keys[r]))
+        new_count = 0
+        for row in order:
+            key = keys[row]
+            if (detector, key) in self.episodes or new_count >= c.max_new_per_eval:
+                continue
+            planned = build(detector, row, key, now_ms, now_ms)
+            if not planned or self._issued_in_second + len(planned) > c.max_directives_per_s:
+                continue
+            ep = Episode(detector, key, now_ms, now_ms)
+            self.episodes[(detector, key)] = ep
+            reason = Reason(detector, round(float(score[row]), 6), evidence(row))
+            out += self._issue(ep, planned, now_ms, reason)
+            moved.entered.append(key)
+            new_count += 1
+        return out, moved
+
+    def _issue(
+        self, ep: Episode, planned: list[Planned], now_ms: int, reason: Reason
+    ) -> list[Directive]:
+        due = now_ms - ep.last_issue_ms >= self.config.refresh_ms or not ep.scopes
+        out = []
+        for p in planned:
+            if p.part not in ep.scopes:
+                ep.scopes[p.part] = p.scope
+                out.append(self._directive(ep, p.part, now_ms, p.action, reason))
+            ep.actions[p.part] = p.action
+        if due:
+            fresh = {d.id for d in out}
+            out += [
+                self._directive(ep, part, now_ms, ep.actions[part], reason)
+                for part in ep.scopes
+                if ep.id_of(part) not in fresh
+            ]
+            ep.last_issue_ms = now_ms
+        return out
+
+    def _directive(
+        self, ep: Episode, part: str, now_ms: int, action: Action, reason: Reason
+    ) -> Directive:
+        self._issued_in_second += 1
+        return Directive(
+            id=ep.id_of(part),
+            issued_ms=now_ms,
+            expires_ms=now_ms + self.config.ttl_ms,
+            scope=ep.scopes[part],
+            action=action,
+            reason=reason,
+        )

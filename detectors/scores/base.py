@@ -1,0 +1,147 @@
+"""The detector template: one tiny API shared by every detector.
+
+``update_many(features)`` scores every key (one value per key in each feature array) against the
+baselines learned so far, then learns from the keys that are (a) active (``attempts > 0``), (b)
+mature (their short window is fully covered) and (c) not anomalous (score below
+``learn_below``: the baseline is protected from the anomaly it scores). Keys that have learned
+fewer than ``warmup`` samples score 0. High score = anomalous, always in [0, 1].
+
+A subclass declares ``name``, ``inputs`` (the features it reads), ``baselines`` (the features it
+learns) and implements ``_score``. State is a set of ``Ewma`` arrays aligned with the keys;
+``grow`` / ``keep`` follow the window store's rows. ``snapshot()`` is immutable bytes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from detectors.baseline import Ewma, alpha_for_half_life
+from detectors.errors import ConfigError, SnapshotError
+from detectors.layout import F64
+
+
+def ramp(x: F64, lo: float, hi: float) -> F64:
+    """0 below ``lo``, 1 above ``hi``, linear in between."""
+    return np.asarray(np.clip((x - lo) / (hi - lo), 0.0, 1.0), dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Common knobs. Evaluations happen once per bucket (default 100 ms of event time).
+
+    - ``half_life_evals``: baseline memory; 300 evaluations = 30 s at 100 ms buckets, long enough
+      to smooth seconds-scale noise, short enough to follow a changing day.
+    - ``warmup``: learned samples before a key may score (50 = 5 s).
+    - ``learn_below``: protection; rows scoring at/above this are not learned.
+    - ``z_lo``/``z_hi``: statistical gate: the deviation must be ``z_lo``..``z_hi`` learned standard
+      deviations before the score passes (filters Poisson noise at low rates).
+    """
+
+    half_life_evals: float = 300.0
+    warmup: int = 50
+    learn_below: float = 0.2
+    z_lo: float = 2.0
+    z_hi: float = 4.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, int | float) and not v >= 0:
+                raise ConfigError(f"{type(self).__name__}.{f.name} must be >= 0, got {v}")
+        if not self.half_life_evals > 0:
+            raise ConfigError(f"{type(self).__name__}.half_life_evals must be > 0")
+        if not 0 < self.learn_below <= 1:
+            raise ConfigError(f"{type(self).__name__}.learn_below must be in (0, 1]")
+        if not self.z_hi > self.z_lo:
+            raise ConfigError(f"{type(self).__name__}.z_hi must be > z_lo")
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Scores of every key and the evidence arrays behind them (name -> one value per key)."""
+
+    score: F64
+    evidence: dict[str, F64]
+
+    def evidence_at(self, row: int) -> dict[str, float | int | str]:
+        return {k: round(float(v[row]), 6) for k, v in self.evidence.items()}
+
+
+C = TypeVar("C", bound=DetectorConfig)
+
+
+class Detector(ABC, Generic[C]):
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    baselines: ClassVar[tuple[str, ...]]
+    config_type: ClassVar[type[DetectorConfig]]
+
+    def __init__(self, config: C | None = None) -> None:
+        self.config: C = config if config is not None else self.config_type()  # type: ignore[assignment]
+        alpha = alpha_for_half_life(self.config.half_life_evals)
+        self.state: dict[str, Ewma] = {b: Ewma(alpha) for b in self.baselines}
+
+    @property
+    def n_keys(self) -> int:
+        return len(next(iter(self.state.values())))
+
+    @property
+    def learned(self) -> np.ndarray:
+        return next(iter(self.state.values())).n
+
+    def grow(self, k: int) -> None:
+        for e in self.state.values():
+            e.grow(k)
+
+    def keep(self, mask: np.ndarray) -> None:
+        for e in self.state.values():
+            e.keep(mask)
+
+    def update_many(self, x: Mapping[str, F64]) -> Scored:
+        """Score every key, then learn (protected). Arrays all have one value per key."""
+        missing = [n for n in (*self.inputs, "attempts", "mature") if n not in x]
+        if missing:
+            raise KeyError(f"{self.name}: missing features {missing}")
+        k = int(x["attempts"].shape[0])
+        self.grow(k)
+        raw, evidence, values = self._score(x)
+        raw = np.nan_to_num(np.clip(raw, 0.0, 1.0))
+        active = (x["attempts"] > 0) & (x["mature"] > 0)
+        ready = self.learned[:k] >= self.config.warmup
+        score = np.where(active & ready, raw, 0.0)
+        learn = active & (~ready | (raw < self.config.learn_below))
+        for b in self.baselines:
+            self.state[b].update(values[b], learn)
+        return Scored(score, evidence)
+
+    @abstractmethod
+    def _score(self, x: Mapping[str, F64]) -> tuple[F64, dict[str, F64], dict[str, F64]]:
+        """(raw scores, evidence arrays, values to learn per baseline name)."""
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps((type(self).__name__, self.config, self.state))
+
+    @classmethod
+    def restore(cls: type[D], data: bytes) -> D:
+        name, config, state = pickle.loads(data)
+        if name != cls.__name__:
+            raise SnapshotError(f"snapshot of {name}, not {cls.__name__}")
+        det = cls(config)
+        det.state = state
+        return det
+
+    def _z(self, base: str, value: F64, floor: float) -> F64:
+        e = self.state[base]
+        return (value - e.mean) / e.std(floor)
+
+    def _gate(self, z: F64) -> F64:
+        return ramp(z, self.config.z_lo, self.config.z_hi)
+
+
+D = TypeVar("D", bound="Detector[Any]")
