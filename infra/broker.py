@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from infra.errors import InfraError
+from infra.proc import child_preexec
 
 
 def tansu_binary() -> Path:
@@ -91,7 +92,15 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         try:
             self._proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                # its own session: a terminal's Ctrl-C reaches only the parent, which stops the
+                # broker last (after the sink has committed); it dies with the parent anyway
+                start_new_session=True,
+                preexec_fn=child_preexec(),
             )
         finally:
             if out is not subprocess.DEVNULL:
