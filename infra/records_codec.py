@@ -75,13 +75,18 @@ def _check(doc: dict[str, Any], ints: tuple[str, ...], strs: tuple[str, ...]) ->
         v = doc.get(name)
         if type(v) is not int or v < 0:
             return DecodeError("must be a non-negative integer", name)
+    # "" is meaningful for the key parts: tenant "" = the endpoint as a whole, endpoint "" = the
+    # tenant across endpoints (the governor's three key levels); one of the two must be set.
+    key_parts = ("endpoint", "tenant")
     for name in strs:
-        optional = name == "tenant"  # "" = the endpoint as a whole
+        optional = name in key_parts
         v = doc.get(name, "" if optional else None)
         if not isinstance(v, str) or (not optional and not v):
             return DecodeError(
                 "must be a string" if optional else "must be a non-empty string", name
             )
+    if not doc.get("endpoint") and not doc.get("tenant"):
+        return DecodeError("endpoint and tenant are both empty: the record has no key", "endpoint")
     return None
 
 
