@@ -1,0 +1,336 @@
+"""The stream worker: Faust agent over frames -> per-partition governors -> topics and history.
+
+Per batch (``stream.take_events``): decode every message into numpy columns (``decode_batch``),
+feed each partition's governor one ``EventColumns``, publish features / scores / directives, queue
+history rows, and hold the batch's acks until the next checkpoint. A checkpoint runs, in this
+order: **history sink flushed → producer flushed → messages acked**; Faust's consumer commits
+acked offsets only (``broker_commit_interval``, and on rebalance/stop). See ``streams/README.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+from mode import BaseSignalT
+
+from flyball.settings import Settings
+from schemas.columns import EventColumns
+from streams.app import AppTuning, build_app
+from streams.decode import DecodedBatch, decode_batch
+from streams.errors import WarmupError
+from streams.governors import GovernorLike, GovernorSet, PartitionGovernor, Timing
+from streams.outputs import (
+    Outputs,
+    encode_directives,
+    encode_features,
+    encode_heartbeat,
+    encode_scores,
+)
+from streams.sink import HistorySink, HistoryWriter, SinkConfig
+from streams.warmup import replay_partition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """The shell's tuning. Times in ms."""
+
+    take_max_messages: int = 64  # frames per batch (~32k events at 500 per frame)
+    take_within_ms: int = 50  # a partial batch is processed after this long
+    tick_ms: int = 200  # idle watermarks and due checkpoints
+    heartbeat_ms: int = 1_000
+    idle_after_ms: int = 500
+    live_skew_ms: int = 120_000
+    warmup_timeout_ms: int = 30_000
+    deadletter_raw_bytes: int = 4_096
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    app: AppTuning = field(default_factory=AppTuning)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    batches: int = 0
+    messages: int = 0
+    events: int = 0
+    bad_messages: int = 0
+    rejected_rows: int = 0
+    features: int = 0
+    scores: int = 0
+    directives: int = 0
+    heartbeats: int = 0
+    warmups: int = 0
+    warmup_events: int = 0
+    warmup_failures: int = 0
+    checkpoints: int = 0
+    first_batch_mono: float = 0.0
+    last_checkpoint_mono: float = 0.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def mono_ms() -> float:
+    return time.monotonic() * 1000
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class StreamWorker:
+    """Builds the Faust app with its agent, timers and rebalance hooks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        governor_factory: Callable[[], GovernorLike],
+        timing: Timing,
+        store: HistoryWriter | None = None,
+        config: WorkerConfig | None = None,
+        worker_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config or WorkerConfig()
+        self.timing = timing
+        self.worker_name = worker_name or default_worker_name()
+        self.kafka_conf = settings.kafka_client_config(bootstrap)
+        self.signing_key = settings.signing_key_bytes
+        self.sink = HistorySink(store, self.config.sink) if store is not None else None
+        self.governors = GovernorSet(governor_factory)
+        self.stats = WorkerStats()
+        self.on_checkpoint: Callable[[StreamWorker], None] | None = None  # benchmarks, tests
+        self._held: list[EventT[bytes]] = []
+        self._assigned: set[int] = set()
+        self._lock: asyncio.Lock | None = None
+        self.app = build_app(settings, bootstrap, self.config.app)
+        self.events_topic = self.app.topic(settings.topic_events)
+        self.app.agent(self.events_topic, name="flyball.govern", concurrency=1)(self._govern)
+        self.app.timer(self.config.heartbeat_ms / 1000, name="flyball.heartbeat")(self._heartbeat)
+        self.app.timer(self.config.tick_ms / 1000, name="flyball.tick")(self._tick)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.before_stop = self._on_stop
+
+    # --- the agent ---
+    async def _govern(self, stream: StreamT[bytes]) -> None:
+        max_n = self.config.take_max_messages
+        within_s = self.config.take_within_ms / 1000
+        batches = cast(Stream[bytes], stream).take_events(max_n, within=within_s)
+        async for events in batches:
+            for ev in events:
+                ev.message.incref()  # our hold: acked at the checkpoint, not after this body
+            async with self._guard():
+                self._held.extend(events)
+                await self._process(events)
+                if self.sink is None or self.sink.due():
+                    await self._checkpoint()
+
+    async def _process(self, events: Sequence[EventT[bytes]]) -> None:
+        st = self.stats
+        if st.first_batch_mono == 0.0:
+            st.first_batch_mono = time.monotonic()
+        now_ms = wall_ms()
+        topic = self.settings.topic_events
+        first: dict[int, tuple[int, float]] = {}  # partition -> (first offset, its timestamp s)
+        items = []
+        for ev in events:
+            m = ev.message
+            p = m.partition
+            if p not in first or m.offset < first[p][0]:
+                first[p] = (m.offset, m.timestamp)
+            items.append((p, m.offset, ev.value))
+        # CPU work (decode, governors) runs off the event loop, so heartbeats, Kafka group
+        # heartbeats and fetches stay on time while a large batch is computed.
+        batch = await asyncio.to_thread(
+            decode_batch, topic, items, now_ms, self.config.deadletter_raw_bytes
+        )
+        for p in batch.events:
+            if self.governors.get(p) is None:
+                offset, ts_s = first[p]
+                await self._warm_up(p, offset, round(ts_s * 1000))
+        outputs = await asyncio.to_thread(self._govern_batch, batch)
+        await self._publish(outputs, batch)
+        if self.sink is not None:
+            all_events = EventColumns.concat(list(batch.events.values()))
+            self.sink.add(all_events, outputs.features, outputs.scores, outputs.directives)
+        st.batches += 1
+        st.messages += len(events)
+        st.events += batch.rows
+        st.bad_messages += batch.bad_messages
+        st.rejected_rows += batch.rejected_rows
+
+    def _govern_batch(self, batch: DecodedBatch) -> Outputs:
+        outputs = Outputs()
+        mono = mono_ms()
+        for p, cols in batch.events.items():
+            pg = self.governors.get(p)
+            assert pg is not None  # warmed up by the caller
+            outputs.add(pg.ingest(cols, mono), self.signing_key)
+        return outputs
+
+    async def _warm_up(
+        self, partition: int, first_offset: int, first_ts_ms: int
+    ) -> PartitionGovernor:
+        """A fresh governor for ``partition``, fed the log's recent past with outputs discarded."""
+        pg = self.governors.new(partition)
+        since_ms = first_ts_ms - self.timing.warmup_ms
+
+        def replay() -> int:
+            n = 0
+            for cols in replay_partition(
+                self.kafka_conf,
+                self.settings.topic_events,
+                partition,
+                since_ms,
+                first_offset,
+                self.config.warmup_timeout_ms,
+            ):
+                pg.ingest(cols, mono_ms())  # outputs dropped: warm-up publishes nothing
+                n += len(cols)
+            return n
+
+        try:
+            replayed = await asyncio.to_thread(replay)
+        except WarmupError as exc:
+            self.stats.warmup_failures += 1
+            log.warning("warm-up failed, going live with empty state: %s", exc)
+            pg = self.governors.new(partition)
+            replayed = 0
+        self.stats.warmups += 1
+        self.stats.warmup_events += replayed
+        log.info(
+            "%s[%d]: warm-up replayed %d events before offset %d",
+            self.settings.topic_events,
+            partition,
+            replayed,
+            first_offset,
+        )
+        self.governors.put(pg)
+        return pg
+
+    # --- outputs ---
+    async def _publish(self, outputs: Outputs, batch: DecodedBatch | None = None) -> None:
+        s = self.settings
+        send = self.app.producer.send
+        st = self.stats
+        # directives first: they are what gateways wait for
+        for key, value in encode_directives(outputs.directives):
+            await send(s.topic_control, key, value, None, None, None)
+        for key, value in encode_features(outputs.features):
+            await send(s.topic_features, key, value, None, None, None)
+        for key, value in encode_scores(outputs.scores):
+            await send(s.topic_scores, key, value, None, None, None)
+        if batch is not None:
+            for key, value in batch.deadletters:
+                await send(s.topic_deadletter, key, value, None, None, None)
+            for key, _ in batch.deadletters:
+                log.warning("dead-lettered %s", key.decode())
+        st.directives += len(outputs.directives)
+        st.features += len(outputs.features)
+        st.scores += len(outputs.scores)
+
+    async def _checkpoint(self) -> None:
+        """History flushed -> producer flushed -> held messages acked (then Faust commits)."""
+        if self.sink is not None:
+            await self.sink.flush()
+        await self.app.producer.flush()
+        held, self._held = self._held, []
+        for ev in held:
+            ev.ack()
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_mono = time.monotonic()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self)
+
+    # --- timers ---
+    async def _heartbeat(self) -> None:
+        key, value = encode_heartbeat(self.worker_name, wall_ms())
+        await self.app.producer.send(self.settings.topic_control, key, value, None, None, None)
+        self.stats.heartbeats += 1
+
+    async def _tick(self) -> None:
+        """Advance idle live partitions by the wall clock; run a checkpoint that is due."""
+        async with self._guard():
+            now, mono = wall_ms(), mono_ms()
+            cfg = self.config
+            outputs = Outputs()
+            for pg in self.governors:
+                wm = pg.idle_watermark(now, mono, self.timing, cfg.idle_after_ms, cfg.live_skew_ms)
+                if wm is not None:
+                    outputs.add(pg.governor.advance(wm), self.signing_key)
+            if len(outputs):
+                await self._publish(outputs)
+                if self.sink is not None:
+                    self.sink.add(None, outputs.features, outputs.scores, outputs.directives)
+                else:
+                    await self.app.producer.flush()
+            sink_due = self.sink is not None and (self.sink.due() or self.app.rebalancing)
+            if sink_due or (self._held and self.sink is None):
+                await self._checkpoint()
+
+    # --- rebalance ---
+    async def _on_revoked(
+        self, sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kw: Any
+    ) -> None:
+        async with self._guard():
+            if self._held or (self.sink is not None and self.sink.pending_rows):
+                await self._checkpoint()
+
+    async def _on_assigned(
+        self, sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kw: Any
+    ) -> None:
+        assigned: set[Any] = args[0] if args else kw.get("assigned", set())
+        topic = self.settings.topic_events
+        self._assigned = {tp.partition for tp in assigned if tp.topic == topic}
+        dropped = self.governors.keep_only(self._assigned)
+        if dropped:
+            log.info("%s: dropped state of partitions %s (reassigned)", topic, dropped)
+
+    async def _on_stop(self) -> None:
+        async with self._guard():
+            try:
+                await self._checkpoint()
+            except Exception as exc:  # shutting down: the next owner replays what was not committed
+                log.warning("final checkpoint failed: %s", exc)
+
+    def _guard(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+
+def make_worker_app(
+    settings: Settings,
+    bootstrap: str,
+    store: HistoryWriter | None,
+    config: WorkerConfig | None = None,
+) -> StreamWorker:
+    """A StreamWorker over the real core (``detectors.governor``)."""
+    from detectors.governor import Governor, GovernorConfig
+    from streams.governors import timing_from_config
+
+    gconf = GovernorConfig()
+    return StreamWorker(
+        settings,
+        bootstrap,
+        governor_factory=lambda: Governor(gconf),
+        timing=timing_from_config(gconf),
+        store=store,
+        config=config,
+    )
+
+
+__all__ = ["StreamWorker", "WorkerConfig", "WorkerStats", "faust", "make_worker_app"]

@@ -1,0 +1,137 @@
+"""The worker's own history sink (``sink=True``): rows batched, written through ``HistoryStore``.
+
+Rows wait in a pending buffer until a checkpoint flushes them (see ``streams/README.md`` for the
+commit order). ``full`` says the buffer reached its bound: the worker then checkpoints before it
+takes more input, so a slow ClickHouse pauses consumption instead of growing memory or dropping.
+A failed insert is retried with backoff, forever, and nothing is dropped: the offsets of the rows
+are not committed until the rows are written. Replays are harmless: the history tables dedupe by
+event id and by deterministic directive id (``infra/ddl.sql``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from flyball.errors import FlyballError
+from schemas.columns import EventColumns
+from schemas.directive import Directive
+from schemas.records import FeatureRecord, ScoreRecord
+
+log = logging.getLogger(__name__)
+
+
+class HistoryWriter(Protocol):
+    """What the sink needs of a store (``infra.history.HistoryStore`` is one)."""
+
+    def insert_events(self, events: EventColumns) -> int: ...
+    def insert_features(self, records: list[FeatureRecord]) -> int: ...
+    def insert_scores(self, records: list[ScoreRecord]) -> int: ...
+    def insert_directives(self, directives: list[Directive]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    max_pending_rows: int = 200_000
+    flush_interval_ms: int = 1_000
+    backoff_min_ms: int = 100
+    backoff_max_ms: int = 5_000
+
+
+class HistorySink:
+    """Pending rows for the four history tables; ``flush()`` writes them (one thread, in order)."""
+
+    def __init__(self, store: HistoryWriter, config: SinkConfig | None = None) -> None:
+        self.store = store
+        self.config = config or SinkConfig()
+        self._events: list[EventColumns] = []
+        self._features: list[FeatureRecord] = []
+        self._scores: list[ScoreRecord] = []
+        self._directives: list[Directive] = []
+        self._rows = 0
+        self._first_ms: float | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flyball-history")
+        self.written_rows = 0
+        self.failed_flushes = 0
+
+    @property
+    def pending_rows(self) -> int:
+        return self._rows
+
+    @property
+    def full(self) -> bool:
+        return self._rows >= self.config.max_pending_rows
+
+    def due(self) -> bool:
+        if self._first_ms is None:
+            return False
+        age_ms = time.monotonic() * 1000 - self._first_ms
+        return self.full or age_ms >= self.config.flush_interval_ms
+
+    def add(
+        self,
+        events: EventColumns | None,
+        features: list[FeatureRecord],
+        scores: list[ScoreRecord],
+        directives: list[Directive],
+    ) -> None:
+        n = (len(events) if events is not None else 0) + len(features) + len(scores)
+        n += len(directives)
+        if n == 0:
+            return
+        if events is not None and len(events):
+            self._events.append(events)
+        self._features.extend(features)
+        self._scores.extend(scores)
+        self._directives.extend(directives)
+        self._rows += n
+        if self._first_ms is None:
+            self._first_ms = time.monotonic() * 1000
+
+    async def flush(self) -> int:
+        """Write every pending row; retry until written. Returns the rows written."""
+        if self._rows == 0:
+            return 0
+        batch = (
+            EventColumns.concat(self._events),
+            self._features,
+            self._scores,
+            self._directives,
+        )
+        rows = self._rows
+        loop = asyncio.get_running_loop()
+        delay_ms = self.config.backoff_min_ms
+        while True:
+            try:
+                await loop.run_in_executor(self._pool, self._write, *batch)
+                break
+            except FlyballError as exc:  # HistoryError: retriable; keep the rows, back off
+                self.failed_flushes += 1
+                log.warning("history insert failed (%s); retrying in %d ms", exc, delay_ms)
+                await asyncio.sleep(delay_ms / 1000)
+                delay_ms = min(delay_ms * 2, self.config.backoff_max_ms)
+        self._events, self._features, self._scores, self._directives = [], [], [], []
+        self._rows = 0
+        self._first_ms = None
+        self.written_rows += rows
+        return rows
+
+    def _write(
+        self,
+        events: EventColumns,
+        features: list[FeatureRecord],
+        scores: list[ScoreRecord],
+        directives: list[Directive],
+    ) -> None:
+        # Each insert is idempotent, so retrying the whole batch after a partial failure is safe.
+        self.store.insert_events(events)
+        self.store.insert_features(features)
+        self.store.insert_scores(scores)
+        self.store.insert_directives(directives)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
