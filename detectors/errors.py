@@ -1,13 +1,16 @@
-"""Errors of the functional core, under one root."""
+"""Errors of the functional core, under Flyball's one root (``flyball.errors.FlyballError``)."""
 
 from __future__ import annotations
 
+from flyball.errors import ConfigError as FlyballConfigError
+from flyball.errors import FlyballError
 
-class DetectorError(Exception):
+
+class DetectorError(FlyballError):
     """Root of every error raised by ``detectors``."""
 
 
-class ConfigError(DetectorError, ValueError):
+class ConfigError(DetectorError, FlyballConfigError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 

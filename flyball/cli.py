@@ -69,6 +69,14 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, as_json=args.json, out_dir=args.out, duration_s=args.duration_s)
 
 
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from flyball.replay import run_replay
+
+    return run_replay(
+        settings, args.from_, args.to, args.endpoint, args.governor_config, args.compare, args.json
+    )
+
+
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from flyball.bench import run_bench
 
@@ -135,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-s", type=int, default=None, help="seconds per run (default 40)")
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser(
+        "replay", help="re-run the governor over a time range of the history (what-if)"
+    )
+    p.add_argument("--from", dest="from_", required=True, help="start: epoch ms or ISO-8601 (UTC)")
+    p.add_argument("--to", required=True, help="end (exclusive): epoch ms or ISO-8601 (UTC)")
+    p.add_argument("--endpoint", default=None, help="only this endpoint's events")
+    p.add_argument(
+        "--governor-config", type=Path, default=None,
+        help="TOML of governor settings to try [env: FLYBALL_GOVERNOR_CONFIG]",
+    )
+    p.add_argument("--compare", action="store_true", help="match episodes against live history")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    _add_data_dir(p)
+    p.set_defaults(handler=_cmd_replay)
 
     p = sub.add_parser("bench", help="benchmarks with JSON output (ratios within one run)")
     p.add_argument("which", choices=("pipeline", "loop", "gateway"))

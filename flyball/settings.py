@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = Field(
         None, description="HMAC key signing control-topic directives (secret); unset: unsigned"
     )
+    governor_config: Path | None = Field(
+        None, description="TOML file of governor (detector/policy) settings; unset: defaults"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     @field_validator("kafka_bootstrap", "clickhouse_dsn")
