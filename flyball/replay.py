@@ -2,7 +2,10 @@
 
 The events of ``[from, to)`` are read from ClickHouse (through ``flyball up`` when it runs), put in
 a canonical order (event time, then event id) and fed to the pure core in fixed slices of event
-time, so the same history and the same configuration always give the same directives. With
+time, so the same history and the same configuration always give the same directives. (The live
+worker decides lateness by the log's arrival order; history keeps event time, not that order, so a
+replay counts no event as late. Where live traffic had late events, replay can differ from live
+by exactly those events: ``--compare`` shows it.) With
 ``--governor-config`` an SRE asks "what if": the same incident under other thresholds. With
 ``--compare`` the replayed directive episodes are matched by id against the ones recorded live.
 """
