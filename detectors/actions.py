@@ -1,9 +1,10 @@
 """What each detection asks gateways to do, scoped to the evidence (never broader).
 
-- retry_storm (endpoint E): ``defer`` {E, min_attempt=1}; ``shed`` {E, min_attempt=1} of the
-  retries beyond the budget (``fraction`` = excess retries / retries);
-- saturation (endpoint E): ``defer`` {E, min_priority=p}; then ``shed`` {E, min_priority=p} if
-  the score stays high;
+- retry_storm (endpoint E): ``defer`` {E, min_attempt=1, min_priority=protected}; ``shed`` (same
+  scope) of the retries beyond the budget (``fraction`` = excess retries / retries);
+- saturation (endpoint E): ``defer`` {E, min_priority=p} and ``throttle`` {E, min_priority=p}
+  to what the endpoint serves beyond the priorities above p (``shed`` of the excess, at most
+  ``max_excess``, when priorities >= p are all its traffic);
 - contention (E x tenant T): ``throttle`` {E, T} to a fair share of E's observed capacity,
   ``shares`` per gateway by its observed share of the scope's attempts (mid horizon);
 - fanout (tenant T): ``defer`` {T, E if one endpoint carries most of T's sub-requests,
@@ -22,7 +23,7 @@ import numpy as np
 
 from detectors.config import ActionConfig
 from detectors.features import Features
-from detectors.layout import I64, N_PRIORITIES, PRIO0
+from detectors.layout import I64, KIND_PAIR, N_PRIORITIES, PRIO0
 from detectors.policy import Planned
 from detectors.scores import Scored
 from detectors.windows import Key
@@ -55,7 +56,10 @@ def priority_floor(prio_counts: I64, excess: float, protected: int) -> tuple[int
 
 
 def storm(ctx: EvalContext, cfg: ActionConfig, row: int, key: Key) -> list[Planned]:
-    scope = Scope(endpoint=key[1], min_attempt=1)
+    prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
+    if not prio[cfg.protected_priorities :].any():
+        return []  # only protected priorities here: nothing this governor may hold or shed
+    scope = Scope(endpoint=key[1], min_attempt=1, min_priority=cfg.protected_priorities)
     out = [
         Planned(
             "defer",
@@ -80,7 +84,31 @@ def storm(ctx: EvalContext, cfg: ActionConfig, row: int, key: Key) -> list[Plann
 def saturation(
     ctx: EvalContext, cfg: ActionConfig, row: int, key: Key, age_ms: int
 ) -> list[Planned]:
-    ratio = float(ctx.scored["saturation"].evidence["latency_ratio"][row])
+    """Keep the endpoint's queue short by constraining its lowest priorities.
+
+    The constrained class is priorities >= p (``priority_floor``: the fewest lowest priorities
+    whose traffic covers the excess ``1 - 1/latency_ratio``, never a protected priority). It is
+    deferred (hold + jitter, spreading what is admitted), and it may be admitted at
+
+        allowed = max(0, served / latency_ratio - rate of the priorities above the class)
+
+    ``served`` (successes + errors per second: attempts the service finished, not client
+    timeouts) is the endpoint's capacity while a queue stands. Little's law: at that throughput the
+    queue is ``latency_ratio`` times the normal in-flight work, so admitting ``1 / ratio`` of it
+    drains the backlog instead of holding it, and the priorities above keep their latency.
+
+    - Priorities above the class are served: the class is *throttled* to ``allowed`` (a rate, not
+      a fraction: the windows count attempts at completion, so while a queue builds they cannot
+      see how much is arriving, but a rate bounds what is admitted whatever arrives). The rate
+      may fall to 0: the endpoint stays in use by the priorities above.
+    - The class is the endpoint's whole traffic: no one is protected by starving it, and
+      ``served`` collapses when every client times out, so it is *shed* by the fraction of its
+      offered rate above ``allowed``, at most ``max_excess``.
+
+    The policy applies a fall at once and relaxes gradually (``PolicyConfig.release_growth``).
+    """
+    sat = ctx.scored["saturation"].evidence
+    ratio = float(sat["latency_ratio"][row])
     excess = min(cfg.max_excess, max(0.0, 1.0 - 1.0 / ratio)) if ratio > 0 else 0.0
     prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
     p, share = priority_floor(prio, excess, cfg.protected_priorities)
@@ -95,16 +123,56 @@ def saturation(
         )
     ]
     score = float(ctx.scored["saturation"].score[row])
-    if age_ms >= cfg.saturation_escalate_ms and score >= cfg.saturation_shed_score:
-        fraction = round(min(1.0, excess / share), 3)
-        out.append(
-            Planned(
-                "shed",
-                scope,
-                Action("shed", fraction=fraction, retry_after_ms=cfg.saturation_retry_after_ms),
-            )
-        )
+    if age_ms < cfg.saturation_escalate_ms or (age_ms == 0 and score < cfg.saturation_shed_score):
+        return out  # once constraining, the episode's hysteresis (not this gate) decides
+    f = ctx.features
+    per_s = float(f["attempt_rate_per_s"][row]) / max(float(f["attempts"][row]), 1.0)
+    served = (float(f["successes"][row]) + float(f["errors"][row])) * per_s
+    above = float(prio[:p].sum()) * per_s
+    allowed = max(0.0, served / max(ratio, 1.0) - above)
+    if above <= 0:
+        # The class is the endpoint's whole traffic: there is no one to protect by starving it,
+        # and ``served`` collapses when every client times out (a metastable failure), so a rate
+        # would shut the endpoint off. Shed the excess over what it serves, at most max_excess.
+        offered = float(prio[p:].sum()) * per_s
+        fraction = 1.0 - allowed / offered if offered > 0 else 0.0
+        fraction = round(min(max(fraction, 0.0), cfg.max_excess), 3)
+        if fraction > 0:
+            shed = Action("shed", fraction=fraction, retry_after_ms=cfg.saturation_retry_after_ms)
+            out.append(Planned("shed", scope, shed))
+        return out
+    # Priorities above the class are served: the class gets what they leave (a rate, so that
+    # arrivals the windows have not yet seen complete cannot overrun it).
+    rate = round(allowed, 3)
+    shares, default = _shares(ctx, key[1])
+    action = Action(
+        "throttle",
+        rate_per_s=rate,
+        burst=round(max(1.0, rate * cfg.burst_s), 3),
+        shares=shares,
+        default_share=default,
+    )
+    out.append(Planned("throttle", scope, action))
     return out
+
+
+def _shares(
+    ctx: EvalContext, endpoint: str, tenant: str | None = None
+) -> tuple[tuple[tuple[str, float], ...], float]:
+    """Per-gateway shares of a rate: each gateway's observed share of the scope's attempts."""
+    counts: dict[str, int] = {}
+    tenants = (
+        [tenant]
+        if tenant is not None
+        else [k[2] for k in ctx.keys if k[0] == KIND_PAIR and k[1] == endpoint]
+    )
+    for t in tenants:
+        for g, n in ctx.gateway_counts(endpoint, t).items():
+            counts[g] = counts.get(g, 0) + n
+    total = sum(counts.values())
+    shares = tuple(sorted((g, round(c / total, 4)) for g, c in counts.items())) if total else ()
+    default = round(1.0 / (len(shares) + 1), 4) if shares else 1.0
+    return shares, default
 
 
 def contention(ctx: EvalContext, cfg: ActionConfig, row: int, key: Key) -> list[Planned]:
@@ -113,10 +181,7 @@ def contention(ctx: EvalContext, cfg: ActionConfig, row: int, key: Key) -> list[
     n = max(float(ctx.features["active_tenants"][row]), 1.0)
     capacity = float(ctx.features["completion_rate_per_s"][ep])
     rate = round(max(capacity / n, 1.0), 3)
-    counts = ctx.gateway_counts(endpoint, tenant)
-    total = sum(counts.values())
-    shares = tuple(sorted((g, round(c / total, 4)) for g, c in counts.items())) if total else ()
-    default = round(1.0 / (len(shares) + 1), 4) if shares else 1.0
+    shares, default = _shares(ctx, endpoint, tenant)
     action = Action(
         "throttle",
         rate_per_s=rate,

@@ -51,8 +51,9 @@ class Ewma:
     def update(self, x: F64, learn: np.ndarray) -> None:
         a = np.maximum(self.alpha, 1.0 / (self.n + 1.0))
         d = x - self.mean
-        new_mean = self.mean + a * d
-        new_var = (1.0 - a) * (self.var + a * d * d)
+        ad = a * d  # a * d * d == (a * d) * d
+        new_mean = self.mean + ad
+        new_var = (1.0 - a) * (self.var + ad * d)
         self.mean = np.where(learn, new_mean, self.mean)
         self.var = np.where(learn, new_var, self.var)
-        self.n = self.n + learn.astype(np.int64)
+        self.n = self.n + learn

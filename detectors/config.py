@@ -24,9 +24,13 @@ class ActionConfig:
       spreads a wave over more than its own width, which breaks the phase), and shed retries beyond
       ``retry_budget`` retries per first attempt (0.2, Finagle's default budget) with
       ``storm_retry_after_ms``.
-    - Saturation: defer the lowest priorities carrying the excess load; shed them once the score
-      stays >= ``saturation_shed_score`` for ``saturation_escalate_ms``. At most ``max_excess`` of
-      the load is constrained. Priorities below ``protected_priorities`` are never constrained.
+    - Saturation: defer the lowest priorities carrying the excess load and throttle (or shed) what
+      of them the endpoint cannot serve while draining its queue (``actions.saturation``) once
+      the score is >= ``saturation_shed_score`` and the episode is ``saturation_escalate_ms`` old
+      (0: at once; every 100 ms of waiting adds a tenth of a second of the overload to the queue
+      that the protected priorities then wait behind). A class that is all the endpoint's
+      traffic is shed by at most ``max_excess``. Priorities below ``protected_priorities`` are
+      never constrained by storm, saturation or fan-out directives.
     - Contention: throttle to fair share of observed capacity, ``burst_s`` seconds of burst.
     - Fan-out: defer sub-requests ``fanout_hold_ms`` + U[0, ``fanout_jitter_ms``]; scoped to one
       endpoint when it carries >= ``localize_share`` of the tenant's sub-requests.
@@ -38,10 +42,10 @@ class ActionConfig:
     retry_budget: float = 0.2
     saturation_hold_ms: int = 200
     saturation_jitter_ms: int = 300
-    saturation_shed_score: float = 0.8
-    saturation_escalate_ms: int = 1_000
+    saturation_shed_score: float = 0.6
+    saturation_escalate_ms: int = 0
     saturation_retry_after_ms: int = 1_000
-    max_excess: float = 0.5
+    max_excess: float = 0.9
     protected_priorities: int = 2
     burst_s: float = 0.2
     fanout_hold_ms: int = 300

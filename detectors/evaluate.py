@@ -3,7 +3,7 @@ and the feature records emitted at a coarser cadence."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,17 @@ class KeyIndex:
     kind: np.ndarray
     endpoint_row: I64  # pair -> its endpoint row; other rows -> own row
     pairs_of_tenant: dict[str, list[int]]
+    is_kind: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> row mask
+
+    def mask(self, kind: str) -> np.ndarray:
+        """``self.kind == kind`` (cached per key set)."""
+        cache = getattr(self, "is_kind", None)  # absent in snapshots of older versions
+        m: np.ndarray | None = None if cache is None else cache.get(kind)
+        if m is None:
+            m = self.kind == kind
+            if cache is not None:
+                cache[kind] = m
+        return m
 
     @staticmethod
     def build(keys: list[Key], version: int) -> KeyIndex:
@@ -52,7 +63,7 @@ class KeyIndex:
             if k[0] == KIND_PAIR:
                 endpoint_row[i] = index[(KIND_ENDPOINT, k[1], "")]
                 pairs.setdefault(k[2], []).append(i)
-        return KeyIndex(version, kind, endpoint_row, pairs)
+        return KeyIndex(version, kind, endpoint_row, pairs, {})
 
 
 def detector_inputs(
@@ -80,7 +91,7 @@ def detector_inputs(
     f["retry_coherence"] = retry_coherence(store.ring_sum[:, store.recent(hb0), RETRIES])
     long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
     share, active, shift = tenant_context(
-        f["attempts"], long, idx.endpoint_row, idx.kind == KIND_PAIR
+        f["attempts"], long, idx.endpoint_row, idx.mask(KIND_PAIR)
     )
     f["tenant_share"], f["active_tenants"], f["tenant_mix_shift"] = share, active, shift
     f["endpoint_latency_mean_ms"] = f["latency_mean_fast_ms"][idx.endpoint_row]
@@ -101,6 +112,8 @@ def feature_records(
     """Full features of every key with traffic, for every horizon."""
     out: list[FeatureRecord] = []
     long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
+    level = np.array([LEVELS[k[0]] for k in store.keys], dtype=np.float64)
+    keys = store.keys
     for h, hb in enumerate(horizons_buckets):
         sums = store.horizon_sum[h]
         rows = np.flatnonzero(sums[:, ATTEMPTS] > 0)
@@ -108,19 +121,22 @@ def feature_records(
             continue
         f = core(sums, hb * bucket_ms)
         share, active, shift = tenant_context(
-            f["attempts"], long, idx.endpoint_row, idx.kind == KIND_PAIR
+            f["attempts"], long, idx.endpoint_row, idx.mask(KIND_PAIR)
         )
         f.update(tenant_share=share, active_tenants=active, tenant_mix_shift=shift)
         f = {name: v[rows] for name, v in f.items()}
         f.update(latency_quantiles(sums[rows]))
-        f["distinct_agents"] = hll.estimate(store.window_hll(hb)[rows])
-        f["depth_max"] = store.window_max(hb)[rows, DEPTH_MAX].astype(np.float64)
-        f["retry_coherence"] = retry_coherence(store.ring_sum[rows][:, store.recent(hb), RETRIES])
-        names = sorted(f)
-        columns = [f[n].tolist() for n in names]
-        for j, r in enumerate(rows.tolist()):
-            key = store.keys[r]
-            values = {n: col[j] for n, col in zip(names, columns, strict=True)}
-            values["level"] = LEVELS[key[0]]
-            out.append(FeatureRecord(now_ms, hb * bucket_ms, key[1], key[2], values))
+        f["distinct_agents"] = hll.estimate(store.window_hll_rows(hb, rows))
+        f["depth_max"] = store.window_max_rows(hb, rows)[:, DEPTH_MAX].astype(np.float64)
+        f["retry_coherence"] = retry_coherence(store.window_column(hb, rows, RETRIES))
+        names = [*sorted(f), "level"]
+        table = np.stack([*(f[n] for n in names[:-1]), level[rows]], axis=1).tolist()
+        horizon_ms = hb * bucket_ms
+        for r, values in zip(rows.tolist(), table, strict=True):
+            key = keys[r]
+            out.append(
+                FeatureRecord(
+                    now_ms, horizon_ms, key[1], key[2], dict(zip(names, values, strict=True))
+                )
+            )
     return out

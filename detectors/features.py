@@ -49,7 +49,7 @@ from detectors.layout import (
     SUCCESSES,
     TIMEOUTS,
     TOKENS,
-    hist_quantile,
+    hist_quantiles,
 )
 
 Features = dict[str, F64]
@@ -69,7 +69,9 @@ COUNT_FEATURES: Final = {
 
 def ratio(num: F64, den: F64, empty: float = 0.0) -> F64:
     """``num / den`` where ``den > 0``, else ``empty`` (guarded divisor)."""
-    return np.divide(num, den, out=np.full(num.shape, empty, dtype=np.float64), where=den > 0)
+    out = np.empty(num.shape, dtype=np.float64)
+    out.fill(empty)
+    return np.divide(num, den, out=out, where=den > 0)
 
 
 def core(sums: I64, horizon_ms: int) -> Features:
@@ -96,11 +98,8 @@ def core(sums: I64, horizon_ms: int) -> Features:
 
 def latency_quantiles(sums: I64) -> Features:
     hist = sums[:, HIST0 : HIST0 + N_LATENCY_BINS]
-    return {
-        "latency_p50_ms": hist_quantile(hist, 0.50),
-        "latency_p95_ms": hist_quantile(hist, 0.95),
-        "latency_p99_ms": hist_quantile(hist, 0.99),
-    }
+    p50, p95, p99 = hist_quantiles(hist, (0.50, 0.95, 0.99))
+    return {"latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99}
 
 
 def retry_coherence(counts: I64) -> F64:

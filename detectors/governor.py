@@ -23,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 
 from detectors import actions
-from detectors.aggregate import aggregate, aggregate_gateways, event_time_ms
+from detectors.aggregate import aggregate_both, event_time_ms
 from detectors.config import GovernorConfig
 from detectors.errors import SnapshotError
 from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, feature_records
@@ -45,7 +45,7 @@ from schemas.records import FeatureRecord, ScoreRecord
 
 __all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
 
-_SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_VERSION: Final = 2  # 2: retry-storm failure baseline
 # detector -> key kinds it acts on (and reports scores for)
 ACTING_KIND: Final[dict[str, str]] = {
     "retry_storm": KIND_ENDPOINT,
@@ -96,19 +96,27 @@ class Governor:
         n = len(events)
         if n == 0:
             return IngestStats(0, 0)
-        t = event_time_ms(events, self.config.event_time)
-        bucket = t // self.config.bucket_ms
+        c = self.config
+        t = event_time_ms(events, c.event_time)
+        bucket = t // c.bucket_ms
+        # Lateness is a function of log order alone, not of how the log was cut into batches:
+        # an event is late when the events before it (this batch included) have already moved
+        # the watermark past its bucket, exactly as if ``advance`` ran after every event.
+        first = t[0] if self._max_event_ms is None else self._max_event_ms
+        before = np.maximum.accumulate(np.concatenate(([first], t[:-1])))
+        closed = (before - c.allowed_lateness_ms) // c.bucket_ms
         nb = self._store.next_bucket
-        n_late = 0
         if nb is not None:
-            late = bucket < nb
-            n_late = int(late.sum())
-            if n_late:
-                keep = ~late
-                events, t, bucket = events.take(keep), t[keep], bucket[keep]
+            np.maximum(closed, nb, out=closed)
+        late = bucket < closed
+        n_late = int(late.sum())
+        if n_late:
+            keep = ~late
+            events, t, bucket = events.take(keep), t[keep], bucket[keep]
         if len(events):
-            self._store.add(aggregate(events, bucket))
-            self._gw.add(aggregate_gateways(events, bucket))
+            main, gateways = aggregate_both(events, bucket)
+            self._store.add(main)
+            self._gw.add(gateways)
             top = int(t.max())
             self._max_event_ms = top if self._max_event_ms is None else max(top, self._max_event_ms)
         self._late += n_late
@@ -187,7 +195,7 @@ class Governor:
     ) -> None:
         st, idx, ac = self._store, self._index, self.config.actions
         organic = scored["organic_growth"].score
-        organic_here = np.where(idx.kind == KIND_PAIR, organic[idx.endpoint_row], organic)
+        organic_here = np.where(idx.mask(KIND_PAIR), organic[idx.endpoint_row], organic)
         calm = organic_here < self.config.organic_guard
         ctx = actions.EvalContext(
             st.keys,
@@ -210,20 +218,19 @@ class Governor:
 
         for det, kind in ACTING_KIND.items():
             s = scored[det]
-            allowed = (idx.kind == kind) & (calm if det in GUARDED else True)
+            of_kind = idx.mask(kind)
+            allowed = of_kind & calm if det in GUARDED else of_kind
             directives, moved = self._policy.step(
                 now_ms, det, st.keys, s.score, allowed, build, s.evidence_at
             )
             out.directives.extend(directives)
-            self._score_records(
-                now_ms, det, s, idx.kind == kind, moved.entered + moved.released, out
-            )
+            self._score_records(now_ms, det, s, of_kind, moved.entered + moved.released, out)
         org = scored["organic_growth"]
         self._score_records(
             now_ms,
             "organic_growth",
             org,
-            (idx.kind == KIND_ENDPOINT) | (idx.kind == KIND_TENANT),
+            idx.mask(KIND_ENDPOINT) | idx.mask(KIND_TENANT),
             [],
             out,
         )

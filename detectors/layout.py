@@ -66,20 +66,30 @@ def hist_quantile(hist: I64, q: float) -> F64:
 
     Rows with no observations give 0.
     """
+    return hist_quantiles(hist, (q,))[0]
+
+
+def hist_quantiles(hist: I64, qs: tuple[float, ...]) -> list[F64]:
+    """``[hist_quantile(hist, q) for q in qs]``, sharing the cumulative counts."""
     counts = hist.astype(np.float64)
     total = counts.sum(axis=1)
     cum = np.cumsum(counts, axis=1)
-    target = q * total
-    b = np.minimum((cum < target[:, None]).sum(axis=1), N_LATENCY_BINS - 1)
     rows = np.arange(hist.shape[0])
-    before = np.where(b > 0, cum[rows, np.maximum(b - 1, 0)], 0.0)
-    in_bin = counts[rows, b]
-    frac = np.clip(
-        np.divide(target - before, in_bin, out=np.ones_like(in_bin), where=in_bin > 0), 0.0, 1.0
-    )
     edges = LATENCY_EDGES_MS
-    lo = np.where(b >= 1, edges[np.clip(b - 1, 0, edges.shape[0] - 1)], 0.0)
-    hi = np.where(b < edges.shape[0], edges[np.clip(b, 0, edges.shape[0] - 1)], edges[-1])
-    inner = np.where(b == 0, frac * hi, lo * (hi / np.maximum(lo, 1e-9)) ** frac)
-    value = np.where(b >= edges.shape[0], edges[-1], inner)
-    return np.where(total > 0, value, 0.0)
+    out = []
+    for q in qs:
+        target = q * total
+        b = np.minimum((cum < target[:, None]).sum(axis=1), N_LATENCY_BINS - 1)
+        before = np.where(b > 0, cum[rows, np.maximum(b - 1, 0)], 0.0)
+        in_bin = counts[rows, b]
+        frac = np.clip(
+            np.divide(target - before, in_bin, out=np.ones_like(in_bin), where=in_bin > 0),
+            0.0,
+            1.0,
+        )
+        lo = np.where(b >= 1, edges[np.clip(b - 1, 0, edges.shape[0] - 1)], 0.0)
+        hi = np.where(b < edges.shape[0], edges[np.clip(b, 0, edges.shape[0] - 1)], edges[-1])
+        inner = np.where(b == 0, frac * hi, lo * (hi / np.maximum(lo, 1e-9)) ** frac)
+        value = np.where(b >= edges.shape[0], edges[-1], inner)
+        out.append(np.where(total > 0, value, 0.0))
+    return out

@@ -11,6 +11,14 @@ Per (detector, key) an *episode*:
   ``issued_ms``/``expires_ms`` (``expires_ms = issued_ms + ttl_ms``: a dead governor's directives
   lapse within ``ttl_ms``); refreshes and releases are never held back by the rate cap;
 - may add directives while it lasts (escalation, e.g. defer -> shed);
+- sheds attack fast and release slowly: a shed ``fraction`` that rises by ``escalate_step`` or
+  more is re-issued at once (not at the next refresh), but the share it admits (1 - fraction) may
+  grow only by the factor ``release_growth`` per refresh (from at least ``release_floor``): the
+  demand a shed held back returns gradually, doubling per second like a slow start, so relaxing
+  a shed does not rebuild at a stroke the overload it removed (if it does, the score rises and
+  the builder's fraction takes over again). When the score is back under ``exit`` (after
+  ``min_hold_ms``) an episode that still sheds more than ``release_floor`` keeps refreshing its
+  sheds, relaxing as above, and ends when every shed is at or below ``release_floor``;
 - ends with one explicit ``release`` per directive id.
 
 Scopes are fixed at the first issue of each directive, so the id
@@ -19,8 +27,9 @@ Scopes are fixed at the first issue of each directive, so the id
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -39,6 +48,8 @@ class PolicyConfig:
     - ``ttl_ms`` 3 s and ``refresh_ms`` 1 s: three refreshes may be lost before a directive lapses,
       and a dead governor stops constraining anyone within 3 s;
     - ``max_new_per_eval``/``max_directives_per_s``: bound the control traffic.
+    - ``escalate_step`` 0.05, ``release_growth`` 2, ``release_floor`` 0.05: fast attack, slow
+      release of sheds (the admitted share at most doubles per refresh, i.e. per second).
     """
 
     enter: float = 0.6
@@ -48,10 +59,18 @@ class PolicyConfig:
     refresh_ms: int = 1_000
     max_new_per_eval: int = 8
     max_directives_per_s: int = 100
+    escalate_step: float = 0.05
+    release_growth: float = 2.0
+    release_floor: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.exit < self.enter <= 1:
             raise ConfigError("PolicyConfig.enter/exit must satisfy 0 < exit < enter <= 1")
+        for name in ("escalate_step", "release_floor"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"PolicyConfig.{name} must be in [0, 1)")
+        if not self.release_growth > 1:
+            raise ConfigError("PolicyConfig.release_growth must be > 1")
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, int) and v < 0:
@@ -80,7 +99,9 @@ class Episode:
     onset_ms: int
     last_issue_ms: int
     scopes: dict[str, Scope] = field(default_factory=dict)
-    actions: dict[str, Action] = field(default_factory=dict)
+    actions: dict[str, Action] = field(default_factory=dict)  # latest wanted, per part
+    sent: dict[str, Action] = field(default_factory=dict)  # last issued, per part
+    ceiling: dict[str, float] = field(default_factory=dict)  # highest throttle rate planned
 
     def id_of(self, part: str) -> str:
         return directive_id(f"{self.detector}:{part}", self.scopes[part], self.onset_ms)
@@ -118,14 +139,16 @@ class Policy:
             self._second, self._issued_in_second = now_ms // 1000, 0
         out: list[Directive] = []
         moved = Transitions()
-        rows = {k: i for i, k in enumerate(keys)}
-        for (det, key), ep in sorted(self.episodes.items()):
-            if det != detector:
-                continue
+        mine = sorted(item for item in self.episodes.items() if item[0][0] == detector)
+        rows = {k: i for i, k in enumerate(keys)} if mine else {}
+        for (det, key), ep in mine:
             row = rows.get(key)
             s = float(score[row]) if row is not None else 0.0
             reason = Reason(detector, round(s, 6), evidence(row) if row is not None else {})
             if row is None or (s < c.exit and now_ms - ep.onset_ms >= c.min_hold_ms):
+                if row is not None and self._still_shedding(ep):
+                    out += self._issue(ep, [], now_ms, reason)  # decaying sheds only
+                    continue
                 out += [
                     self._directive(ep, p, now_ms, Action("release"), reason) for p in ep.scopes
                 ]
@@ -151,16 +174,67 @@ class Policy:
             new_count += 1
         return out, moved
 
+    def _still_shedding(self, ep: Episode) -> bool:
+        """Whether a released-to-be episode still holds back demand it must return gradually:
+        a shed above ``release_floor``, or a throttle whose rate is still under
+        ``1 / release_floor`` times the highest rate the episode planned (relaxing from
+        ``release_floor`` of that rate, as a shed relaxes from ``release_floor`` to nothing)."""
+        c = self.config
+        return any(
+            (a.type == "shed" and a.fraction > c.release_floor)
+            or (
+                a.type == "throttle"
+                and a.rate_per_s * c.release_floor < max(ep.ceiling.get(part, 0.0), 1.0)
+            )
+            for part, a in ep.actions.items()
+        )
+
     def _issue(
         self, ep: Episode, planned: list[Planned], now_ms: int, reason: Reason
     ) -> list[Directive]:
-        due = now_ms - ep.last_issue_ms >= self.config.refresh_ms or not ep.scopes
+        """Issue new parts, escalations at once; refresh every part when due. A shed part the
+        builder no longer plans (or plans lower) decays from its last fraction."""
+        c = self.config
+        due = now_ms - ep.last_issue_ms >= c.refresh_ms or not ep.scopes
         out = []
-        for p in planned:
+        wanted = {p.part: p for p in planned}
+        for part, last in ep.actions.items():
+            if last.type == "shed" and part not in wanted:
+                wanted[part] = Planned(part, ep.scopes[part], replace(last, fraction=0.0))
+            elif last.type == "throttle" and part not in wanted:
+                wanted[part] = Planned(part, ep.scopes[part], replace(last, rate_per_s=math.inf))
+        for p in wanted.values():
+            action = p.action
+            prev = ep.actions.get(p.part)
             if p.part not in ep.scopes:
                 ep.scopes[p.part] = p.scope
-                out.append(self._directive(ep, p.part, now_ms, p.action, reason))
-            ep.actions[p.part] = p.action
+                out.append(self._directive(ep, p.part, now_ms, action, reason))
+            elif prev is not None and prev.type == action.type == "throttle":
+                highest = prev.rate_per_s
+                if due:
+                    start = c.release_floor * ep.ceiling.get(p.part, 0.0)
+                    highest = round(max(prev.rate_per_s, start, 1.0) * c.release_growth, 3)
+                if action.rate_per_s > highest:
+                    per_rate = prev.burst / max(prev.rate_per_s, 1.0)  # burst seconds
+                    action = replace(
+                        action, rate_per_s=highest, burst=round(max(1.0, highest * per_rate), 3)
+                    )
+                elif not due and action.rate_per_s <= ep.sent[p.part].rate_per_s * (
+                    1.0 - c.escalate_step
+                ):
+                    out.append(self._directive(ep, p.part, now_ms, action, reason))
+            elif prev is not None and prev.type == action.type == "shed":
+                lowest = prev.fraction
+                if due:
+                    admitted = max(1.0 - prev.fraction, c.release_floor) * c.release_growth
+                    lowest = round(max(0.0, 1.0 - admitted), 3)
+                if action.fraction < lowest:
+                    action = replace(action, fraction=lowest)
+                elif not due and action.fraction >= ep.sent[p.part].fraction + c.escalate_step:
+                    out.append(self._directive(ep, p.part, now_ms, action, reason))
+            ep.actions[p.part] = action
+            if action.type == "throttle" and math.isfinite(p.action.rate_per_s):
+                ep.ceiling[p.part] = max(ep.ceiling.get(p.part, 0.0), p.action.rate_per_s)
         if due:
             fresh = {d.id for d in out}
             out += [
@@ -175,6 +249,7 @@ class Policy:
         self, ep: Episode, part: str, now_ms: int, action: Action, reason: Reason
     ) -> Directive:
         self._issued_in_second += 1
+        ep.sent[part] = action
         return Directive(
             id=ep.id_of(part),
             issued_ms=now_ms,

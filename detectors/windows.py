@@ -14,6 +14,7 @@ events were split into batches. A key with no data in the whole ring is evicted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,32 @@ Key = tuple[str, ...]
 
 def _empty_i64(*shape: int) -> I64:
     return np.zeros(shape, dtype=np.int64)
+
+
+def _rows_at(ufunc: np.ufunc, out: np.ndarray, rows: I64, values: np.ndarray) -> None:
+    """``ufunc.at(out, rows, values)`` for 2-D ``out``, as one (much faster) 1-D ``ufunc.at``."""
+    c = out.shape[1]
+    if c:
+        flat = (rows[:, None] * c + np.arange(c)).reshape(-1)
+        ufunc.at(out.reshape(-1), flat, values.reshape(-1))
+
+
+def _max_axis1(a: np.ndarray) -> np.ndarray:
+    """``a.max(axis=1, initial=0)`` of a (rows, n, cols) array by halving (long contiguous runs
+    instead of a reduction over a middle axis; max is exact in any order)."""
+    if a.shape[1] == 0 or a.shape[2] < 8:
+        direct: np.ndarray = a.max(axis=1, initial=0)
+        return direct
+    v = a
+    while v.shape[1] > 1:
+        n = v.shape[1]
+        h = n // 2
+        w = np.maximum(v[:, :h], v[:, h : 2 * h])
+        if n % 2:
+            w[:, 0] = np.maximum(w[:, 0], v[:, 2 * h])
+        v = w
+    out: np.ndarray = np.maximum(v[:, 0], 0)
+    return out
 
 
 @dataclass(slots=True)
@@ -85,6 +112,28 @@ class Partial:
         m = self.bucket < upto_bucket
         return self._take(m), self._take(~m)
 
+    def drop_rows(self, rows: I64) -> Partial:
+        """The partial without ``rows``. The key list is kept (compacted only when it is much
+        longer than the rows left), so this is O(rows), not a re-factorization."""
+        m = np.ones(len(self), dtype=bool)
+        m[rows] = False
+        n_left = len(self) - rows.shape[0]
+        if not n_left:
+            return Partial(self.n_sum, self.n_max, self.hll_m)
+        if len(self.keys) > 4 * n_left + 256:
+            return self._take(m)
+        return Partial(
+            self.n_sum,
+            self.n_max,
+            self.hll_m,
+            self.keys,
+            self.bucket[m],
+            self.key_idx[m],
+            self.sums[m],
+            self.maxes[m],
+            self.hll[m],
+        )
+
     def _take(self, m: np.ndarray) -> Partial:
         """Rows where ``m``, with the key list compacted to the keys those rows use."""
         used, key_idx = np.unique(self.key_idx[m], return_inverse=True)
@@ -128,6 +177,7 @@ class WindowStore:
         self.next_bucket: int | None = None  # first bucket not yet closed
         self.pending = Partial(n_sum, n_max, hll_m)
         self.version = 0  # bumped whenever the key set changes
+        self._row_cache: tuple[list[Key], int, I64] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -154,26 +204,52 @@ class WindowStore:
                 raise WatermarkError("nothing to close: no data and no start bucket")
             self.next_bucket = first
         b = self.next_bucket
-        now, self.pending = self.pending.split(b + 1)
-        n_new = self._ensure_keys(now)
-        rows = np.fromiter((self.index[k] for k in now.keys), dtype=np.int64, count=len(now.keys))
-        rows = rows[now.key_idx] if len(now) else _empty_i64(0)
+        p = self.pending
+        k0 = len(self.keys)
+        sel = np.flatnonzero(p.bucket <= b) if len(p) else _empty_i64(0)
+        if not sel.size:
+            rows, unique_rows = _empty_i64(0), True
+        else:
+            # the rows of bucket b (and any earlier left over), mapped to store rows
+            pk = p.key_idx[sel]
+            rows = self._row_map(p.keys)[pk]
+            if (rows < 0).any():
+                fresh = np.unique(pk[rows < 0]).tolist()
+                self._grow(sorted({p.keys[i] for i in fresh}), first=b, last=b)
+                rows = self._row_map(p.keys)[pk]
+            unique_rows = int(np.bincount(pk).max()) <= 1
         k = len(self.keys)
-        new_sum = _empty_i64(k, self.n_sum)
-        np.add.at(new_sum, rows, now.sums)
         slot = b % self.ring_buckets
+        new_sum = _empty_i64(k, self.n_sum)
+        if sel.size:
+            if unique_rows:  # one row per key: a plain scatter equals np.add.at
+                new_sum[rows] = p.sums[sel]
+            else:
+                _rows_at(np.add, new_sum, rows, p.sums[sel])
         for h, hb in enumerate(self.horizons_buckets):
             self.horizon_sum[h] += new_sum - self.ring_sum[:, (b - hb) % self.ring_buckets]
         self.ring_sum[:, slot] = new_sum
-        new_max = _empty_i64(k, self.n_max)
-        np.maximum.at(new_max, rows, now.maxes)
-        self.ring_max[:, slot] = new_max
-        new_hll = np.zeros((k, self.hll_m), dtype=np.uint8)
-        np.maximum.at(new_hll, rows, now.hll)
-        self.ring_hll[:, slot] = new_hll
+        if self.n_max:
+            new_max = _empty_i64(k, self.n_max)
+            if sel.size:
+                if unique_rows:  # max with the zeros np.maximum.at would start from
+                    new_max[rows] = np.maximum(p.maxes[sel], 0)
+                else:
+                    _rows_at(np.maximum, new_max, rows, p.maxes[sel])
+            self.ring_max[:, slot] = new_max
+        if self.hll_m:
+            new_hll = np.zeros((k, self.hll_m), dtype=np.uint8)
+            if sel.size:
+                if unique_rows:
+                    new_hll[rows] = p.hll[sel]
+                else:
+                    _rows_at(np.maximum, new_hll, rows, p.hll[sel])
+            self.ring_hll[:, slot] = new_hll
         self.last_bucket[rows] = b
         self.next_bucket = b + 1
-        return n_new
+        if sel.size:
+            self.pending = p.drop_rows(sel)
+        return k - k0
 
     def skip_to(self, bucket: int) -> None:
         """Jump over empty buckets; only valid when ``is_idle`` and nothing pending before it."""
@@ -202,12 +278,17 @@ class WindowStore:
         self.last_bucket = self.last_bucket[keep]
         return keep
 
-    def _ensure_keys(self, now: Partial) -> int:
-        used = np.unique(now.key_idx) if len(now) else _empty_i64(0)
-        new = sorted({now.keys[int(i)] for i in used} - self.index.keys())
-        b = self.next_bucket if self.next_bucket is not None else 0
-        self._grow(new, first=b, last=b)
-        return len(new)
+    def _row_map(self, keys: list[Key]) -> I64:
+        """Store row of each of ``keys`` (-1 when absent), cached while the pending key list and
+        the store's key set stay the same (the usual case from one bucket to the next)."""
+        cached = getattr(self, "_row_cache", None)
+        if cached is not None and cached[0] is keys and cached[1] == self.version:
+            out: I64 = cached[2]
+            return out
+        get = self.index.get
+        out = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        self._row_cache = (keys, self.version, out)
+        return out
 
     def _grow(self, new: list[Key], first: int, last: int) -> None:
         n = len(new)
@@ -235,12 +316,46 @@ class WindowStore:
         assert self.next_bucket is not None
         return (np.arange(self.next_bucket - n_buckets, self.next_bucket)) % self.ring_buckets
 
+    def _recent_slices(self, n_buckets: int) -> list[slice]:
+        """``recent(n_buckets)`` as at most two slices of ring slots (oldest first)."""
+        assert self.next_bucket is not None
+        r = self.ring_buckets
+        lo = (self.next_bucket - n_buckets) % r
+        hi = lo + n_buckets
+        return [slice(lo, hi)] if hi <= r else [slice(lo, r), slice(0, hi - r)]
+
+    def _window_reduce_max(self, ring: np.ndarray, n_buckets: int, rows: np.ndarray | None) -> Any:
+        """Max over the last ``n_buckets`` ring slots of ``ring`` (keys, slots, cols), per key."""
+        sub = rows is not None and 2 * rows.shape[0] < ring.shape[0]
+        parts = [
+            _max_axis1(ring[:, s][rows] if sub else ring[:, s])
+            for s in self._recent_slices(n_buckets)
+        ]
+        out = parts[0] if len(parts) == 1 else np.maximum(parts[0], parts[1])
+        return out if rows is None or sub else out[rows]
+
     def window_max(self, n_buckets: int) -> I64:
-        out: I64 = self.ring_max[:, self.recent(n_buckets)].max(axis=1, initial=0)
+        out: I64 = self._window_reduce_max(self.ring_max, n_buckets, None)
         return out
 
     def window_hll(self, n_buckets: int) -> U8:
-        out: U8 = self.ring_hll[:, self.recent(n_buckets)].max(axis=1, initial=0)
+        out: U8 = self._window_reduce_max(self.ring_hll, n_buckets, None)
+        return out
+
+    def window_max_rows(self, n_buckets: int, rows: np.ndarray) -> I64:
+        """``window_max(n_buckets)[rows]``."""
+        out: I64 = self._window_reduce_max(self.ring_max, n_buckets, rows)
+        return out
+
+    def window_hll_rows(self, n_buckets: int, rows: np.ndarray) -> U8:
+        """``window_hll(n_buckets)[rows]``."""
+        out: U8 = self._window_reduce_max(self.ring_hll, n_buckets, rows)
+        return out
+
+    def window_column(self, n_buckets: int, rows: np.ndarray, col: int) -> I64:
+        """Sum column ``col`` of ``rows`` over the last ``n_buckets`` buckets, (rows, n_buckets),
+        oldest first (``ring_sum[rows][:, recent(n_buckets), col]``)."""
+        out: I64 = self.ring_sum[rows[:, None], self.recent(n_buckets)[None, :], col]
         return out
 
     def merge(self, other: WindowStore) -> WindowStore:

@@ -314,8 +314,11 @@ class Engine:
         a.status = status
         req = a.req
         intent = req.intent
+        # What a gateway emits (gateway/asgi.py, httpx_transport.py): the attempt's own time at
+        # the service, excluding a deliberate gateway hold, so the governor's latency signal is
+        # the service's and not its own defer. ``dispatch_ms`` is ``start_ms`` when not held.
         self.ctx.rows.append((
-            a.start_ms, now - a.start_ms, status, a.no, a.depth, a.priority, a.tenant,
+            a.dispatch_ms, now - a.dispatch_ms, status, a.no, a.depth, a.priority, a.tenant,
             intent.agent, a.endpoint, a.gateway, a.id, req.id, intent.id, req.parent_id,
             intent.tokens_in, intent.tokens_out, a.applied, a.directive,
         ))

@@ -18,7 +18,7 @@ OUTCOME_NAMES: Final = ("live", "good", "late", "failed", "abandoned")
 
 # Row layout of the attempt log (one int tuple per attempt, appended when the client learns the
 # result). Column indices:
-R_START: Final = 0  # attempt start (entered the gateway), virtual ms
+R_START: Final = 0  # attempt start at the service (after any gateway hold), virtual ms
 R_LATENCY: Final = 1
 R_STATUS: Final = 2
 R_ATTEMPT: Final = 3

@@ -13,9 +13,10 @@ learns) and implements ``_score``. State is a set of ``Ewma`` arrays aligned wit
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -25,10 +26,16 @@ from detectors.baseline import Ewma, alpha_for_half_life
 from detectors.errors import ConfigError, SnapshotError
 from detectors.layout import F64
 
+# the ufunc behind ``np.clip`` (same results, without its Python-level dispatch)
+try:
+    _clip: Callable[..., Any] = importlib.import_module("numpy._core.umath").clip
+except (ImportError, AttributeError):  # pragma: no cover
+    _clip = np.clip
+
 
 def ramp(x: F64, lo: float, hi: float) -> F64:
     """0 below ``lo``, 1 above ``hi``, linear in between."""
-    return np.asarray(np.clip((x - lo) / (hi - lo), 0.0, 1.0), dtype=np.float64)
+    return np.asarray(_clip((x - lo) / (hi - lo), 0.0, 1.0), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +118,8 @@ class Detector(ABC, Generic[C]):
         k = int(x["attempts"].shape[0])
         self.grow(k)
         raw, evidence, values = self._score(x)
-        raw = np.nan_to_num(np.clip(raw, 0.0, 1.0))
+        raw = _clip(raw, 0.0, 1.0)
+        raw[np.isnan(raw)] = 0.0  # np.nan_to_num: no infinities are left after the clip
         active = (x["attempts"] > 0) & (x["mature"] > 0)
         ready = self.learned[:k] >= self.config.warmup
         score = np.where(active & ready, raw, 0.0)

@@ -1,12 +1,23 @@
-"""Synchronized retry storm: attempts per intent rising above the learned normal, in phase.
+"""Synchronized retry storm: attempts per intent rising above the learned normal, in phase, while
+the service fails the attempts it is given.
 
 Score = ramp(amplification / baseline, 1 + rise_lo, 1 + rise_hi) x z-gate x evidence-gate
-x (1 - coherence_weight + coherence_weight x retry_coherence).
+x (1 - coherence_weight + coherence_weight x retry_coherence) x failing.
 
-Amplification (attempts per first attempt) is the ratio of attempts growth to intents growth, so
-organic growth (more intents, same ratio) leaves it flat. Coherence lowers the bar for in-phase
-retries (the metastable kind) without being required: with the default weight 0.4, incoherent
-retries need a doubling of attempts per intent to reach 0.6, in-phase ones ~1.5x.
+- Amplification (attempts per first attempt, as offered at the gateways) is the ratio of attempts
+  growth to intents growth, so organic growth (more intents, same ratio) leaves it flat.
+- ``failing`` = ramp(failed share of the attempts that *reached the service* (errors + timeouts
+  over attempts that ran; gateway refusals are neither) above its learned normal, fail_lo,
+  fail_hi). Clients retry because attempts fail: a storm is retries driven by failures of the
+  service. A governor's own refusals also make clients retry, and that echo keeps amplification
+  up for as long as the governor refuses; the failure signal does not echo. Once the service
+  answers what it admits, the score decays and the episode releases (hysteresis exit), however
+  much the clients still retry. The failure baseline learns only while the failed share is
+  normal (its own protection: amplification may be flat while the service fails, e.g. when a
+  shed keeps retries down, and that failure must not become the new normal).
+- Coherence lowers the bar for in-phase retries (the metastable kind) without being required:
+  with the default weight 0.4, incoherent retries need a doubling of attempts per intent to reach
+  0.6, in-phase ones ~1.5x.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors.baseline import Ewma, alpha_for_half_life
 from detectors.layout import F64
 from detectors.scores.base import Detector, DetectorConfig, ramp
 
@@ -27,13 +39,20 @@ class RetryStormConfig(DetectorConfig):
     coherence_weight: float = 0.4
     min_retries: float = 8.0  # retries in the window before any score (evidence gate)
     amp_floor: float = 0.05  # std floor of amplification (absolute)
+    fail_lo: float = 0.05  # failed share of admitted attempts above normal that starts to count
+    fail_hi: float = 0.2  # ... and counts fully
 
 
 class RetryStorm(Detector[RetryStormConfig]):
     name = "retry_storm"
-    inputs = ("amplification", "retry_coherence", "retries")
+    inputs = ("amplification", "retry_coherence", "retries", "error_fraction", "rejected")
     baselines = ("amplification",)
     config_type = RetryStormConfig
+
+    def __init__(self, config: RetryStormConfig | None = None) -> None:
+        super().__init__(config)
+        # learned with its own protection in ``_score`` (not in ``baselines``)
+        self.state["error_fraction"] = Ewma(alpha_for_half_life(self.config.half_life_evals))
 
     def _score(self, x: Mapping[str, F64]) -> tuple[F64, dict[str, F64], dict[str, F64]]:
         c = self.config
@@ -44,12 +63,27 @@ class RetryStorm(Detector[RetryStormConfig]):
         coherence = x["retry_coherence"]
         evidence_gate = ramp(x["retries"], c.min_retries / 2.0, c.min_retries)
         phase = 1.0 - c.coherence_weight + c.coherence_weight * coherence
-        raw = ramp(growth, 1.0 + c.rise_lo, 1.0 + c.rise_hi) * self._gate(z) * evidence_gate * phase
+        err = x["error_fraction"]
+        err_base = self.state["error_fraction"]
+        excess_err = err - err_base.mean
+        failing = ramp(excess_err, c.fail_lo, c.fail_hi)
+        ran = (x["attempts"] - x["rejected"] > 0) & (x["mature"] > 0)
+        err_base.update(err, ran & ((err_base.n < c.warmup) | (excess_err < c.fail_lo)))
+        raw = (
+            ramp(growth, 1.0 + c.rise_lo, 1.0 + c.rise_hi)
+            * self._gate(z)
+            * evidence_gate
+            * phase
+            * failing
+        )
         evidence = {
             "amplification": amp,
             "amplification_baseline": base,
             "amplification_z": z,
             "retry_coherence": coherence,
             "retries": x["retries"],
+            "rejected": x["rejected"],
+            "error_fraction": err,
+            "error_fraction_baseline": err_base.mean,
         }
         return raw, evidence, {"amplification": amp}

@@ -56,9 +56,10 @@ def test_retry_storm_deferred_and_budgeted_within_1s(rate: float) -> None:
     assert 0 <= delay_ms(sc, d) <= 1000
     same = [x for x in ds if x.issued_ms == d.issued_ms and x.reason.detector == "retry_storm"]
     kinds = {x.action.type: x for x in same}
-    assert kinds["defer"].scope.to_json() == {"endpoint": "chat", "min_attempt": 1}
+    scope = {"endpoint": "chat", "min_attempt": 1, "min_priority": 2}  # 0..1 never constrained
+    assert kinds["defer"].scope.to_json() == scope
     assert kinds["defer"].action.jitter_ms >= kinds["defer"].action.hold_ms > 0
-    assert kinds["shed"].scope.to_json() == {"endpoint": "chat", "min_attempt": 1}
+    assert kinds["shed"].scope.to_json() == scope
     assert 0 < kinds["shed"].action.fraction < 1
     assert not [x for x in within_traffic(sc, ds) if x.issued_ms < EPOCH_MS + sc.onset_ms]
 
