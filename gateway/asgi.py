@@ -14,9 +14,9 @@ then
 - reroute: ``reroute(target)`` may return another ASGI app to serve the request; without one the
   answer is ``503`` with ``Retry-After`` and ``x-flyball-reroute: target``.
 
-When the response ends an event is emitted: ``ts_ms`` = arrival, ``latency_ms`` = app time
-(excluding a deliberate defer, so the governor's latency signal is the service's, not its own
-hold), status ``error`` for 5xx, 429 and exceptions, ``rejected`` for requests answered by the
+When the response ends an event is emitted: ``ts_ms`` = when the request went to the app (after
+any defer hold), ``latency_ms`` = app time (so the governor's latency signal is the service's,
+not its own hold, and ``ts_ms + latency_ms`` is the true completion time the core windows on), status ``error`` for 5xx, 429 and exceptions, ``rejected`` for requests answered by the
 gateway. Websocket and lifespan scopes pass through untouched.
 """
 
@@ -145,6 +145,7 @@ class FlyballMiddleware:
             if kind == DEFER_KIND:
                 if d.delay_ms > 0:
                     await asyncio.sleep(d.delay_ms / 1000)
+                    ts_ms = self._clock_ms()  # the attempt starts when it goes upstream
             elif kind == REJECT_KIND:
                 await _answer(send, self._reject_status, d, d.retry_after_ms)
                 gw.emit(request_event(info, ts_ms, 0, STATUS_REJECTED, d.directive_id, d.applied))

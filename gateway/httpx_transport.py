@@ -135,6 +135,7 @@ class FlyballTransport(_Base, httpx.BaseTransport):
                 return _rejected(request, d)
             if d.kind == DEFER_KIND:
                 time.sleep(d.delay_ms / 1000)
+                ts_ms = self._clock_ms()  # the attempt starts when it goes upstream
             elif d.target:
                 _redirect(request, d.target)
         t0 = time.perf_counter_ns()
@@ -175,6 +176,7 @@ class AsyncFlyballTransport(_Base, httpx.AsyncBaseTransport):
                 return _rejected(request, d)
             if d.kind == DEFER_KIND:
                 await asyncio.sleep(d.delay_ms / 1000)
+                ts_ms = self._clock_ms()  # the attempt starts when it goes upstream
             elif d.target:
                 _redirect(request, d.target)
         t0 = time.perf_counter_ns()

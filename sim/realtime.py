@@ -265,9 +265,10 @@ class LiveGateway(GatewayPolicy):
         self.gw.emit(
             RequestEvent(
                 ctx.endpoint_names[a.endpoint],
-                ts_ms=live.pacer.epoch_ms(a.start_ms),
+                # as a real gateway stamps it: sent upstream after any hold, service time only
+                ts_ms=live.pacer.epoch_ms(a.dispatch_ms),
                 status=a.status,
-                latency_ms=now_ms - a.start_ms,
+                latency_ms=now_ms - a.dispatch_ms,
                 tenant=ctx.tenant_names[a.tenant],
                 agent_id=ctx.agent_id(a.tenant, intent.agent),
                 attempt=a.no,

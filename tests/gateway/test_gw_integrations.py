@@ -108,10 +108,25 @@ def test_defer_holds_the_request(fake_gateway: FakeGateway) -> None:
     )
     fake_gateway.table.apply(d, now_ms())
     t0 = time.perf_counter()
+    arrived_ms = now_ms()
     r = asyncio.run(get(wrap(fake_gateway), "/items/1"))
     assert r.status_code == 200 and time.perf_counter() - t0 >= 0.12
     (ev,) = fake_gateway.events
     assert ev.applied == APPLIED_CODES["defer"] and ev.latency_ms < 100  # the hold is not latency
+    # the attempt starts when it goes upstream, so ts + latency is its true completion time
+    assert ev.ts_ms >= arrived_ms + 120
+
+
+def test_transport_defer_stamps_the_attempt_after_the_hold(fake_gateway: FakeGateway) -> None:
+    d = make_directive(Action("defer", hold_ms=100, jitter_ms=0), Scope(endpoint="GET svc/v1/x"))
+    fake_gateway.table.apply(d, now_ms())
+    upstream = httpx.MockTransport(lambda request: httpx.Response(200))
+    arrived_ms = now_ms()
+    with httpx.Client(transport=FlyballTransport(fake_gateway, upstream)) as client:
+        assert client.get("http://svc/v1/x").status_code == 200
+    (ev,) = fake_gateway.events
+    assert ev.applied == APPLIED_CODES["defer"]
+    assert ev.ts_ms >= arrived_ms + 100 and ev.latency_ms < 100
 
 
 def test_reroute_without_a_handler_is_503_and_with_one_goes_elsewhere(
