@@ -16,8 +16,9 @@ then
 
 When the response ends an event is emitted: ``ts_ms`` = when the request went to the app (after
 any defer hold), ``latency_ms`` = app time (so the governor's latency signal is the service's,
-not its own hold, and ``ts_ms + latency_ms`` is the true completion time the core windows on), status ``error`` for 5xx, 429 and exceptions, ``rejected`` for requests answered by the
-gateway. Websocket and lifespan scopes pass through untouched.
+not its own hold, and ``ts_ms + latency_ms`` is the true completion time the core windows on),
+status ``error`` for 5xx, 429 and exceptions, ``rejected`` for requests answered by the gateway.
+Websocket and lifespan scopes pass through untouched.
 """
 
 from __future__ import annotations
