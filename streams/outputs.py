@@ -1,8 +1,11 @@
 """What the governor decided, as messages for the features, scores and control topics.
 
-Directives are keyed by ``scope.key()`` (the gateways' cache key) and signed with
-``schemas.directive.sign`` when a signing key is configured. Features and scores are keyed by
-endpoint, like the events they came from.
+Directives are keyed by scope and episode, ``f"{scope.key()}|id={directive.id}"``
+(``directive_key``), and signed with ``schemas.directive.sign`` when a signing key is configured.
+The episode is in the key because one scope can carry several episodes at once (a storm's defer and
+its shed share a scope key under different ids): on a compacted control topic each episode keeps
+its latest message (its last refresh, or its release) instead of one episode overwriting another.
+Features and scores are keyed by endpoint, like the events they came from.
 """
 
 from __future__ import annotations
@@ -46,8 +49,13 @@ def encode_scores(records: Sequence[ScoreRecord]) -> list[tuple[bytes, bytes]]:
     return [(r.endpoint.encode(), jsoncodec.dumps(r.to_json())) for r in records]
 
 
+def directive_key(d: Directive) -> str:
+    """The control-topic key of ``d``: scope and episode (refreshes and release share it)."""
+    return f"{d.scope.key()}|id={d.id}"
+
+
 def encode_directives(directives: Sequence[Directive]) -> list[tuple[bytes, bytes]]:
-    return [(d.scope.key().encode(), d.encode()) for d in directives]
+    return [(directive_key(d).encode(), d.encode()) for d in directives]
 
 
 def encode_heartbeat(worker: str, now_ms: int) -> tuple[bytes, bytes]:

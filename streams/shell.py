@@ -5,6 +5,12 @@ feed each partition's governor one ``EventColumns``, publish features / scores /
 history rows, and hold the batch's acks until the next checkpoint. A checkpoint runs, in this
 order: **history sink flushed → producer flushed → messages acked**; Faust's consumer commits
 acked offsets only (``broker_commit_interval``, and on rebalance/stop). See ``streams/README.md``.
+
+Two locks. The *processing* lock covers what touches the governors and the pending outputs (a
+batch's decode → ingest → publish → queue, the timer's idle advance); it is never held across a
+flush. The *checkpoint* lock serializes checkpoints; a checkpoint takes its snapshot (held
+messages, pending history rows) synchronously, so it covers exactly the batches fully processed
+before it began, and batches processed while it flushes wait for the next one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from streams.outputs import (
     encode_scores,
 )
 from streams.sink import HistorySink, HistoryWriter, SinkConfig
+from streams.trace import Trace
 from streams.warmup import replay_partition
 
 log = logging.getLogger(__name__)
@@ -112,9 +119,16 @@ class StreamWorker:
         self.governors = GovernorSet(governor_factory)
         self.stats = WorkerStats()
         self.on_checkpoint: Callable[[StreamWorker], None] | None = None  # benchmarks, tests
+        self.trace: Trace | None = Trace.from_env()  # benchmarks: per-batch timings
         self._held: list[EventT[bytes]] = []
         self._assigned: set[int] = set()
-        self._lock: asyncio.Lock | None = None
+        self._lock: asyncio.Lock | None = None  # processing: governors, pending outputs, _held
+        self._ckpt_lock: asyncio.Lock | None = None  # one checkpoint at a time
+        self._ckpt_task: asyncio.Task[None] | None = None  # a checkpoint in the background
+        self._ckpt_again = False  # another background checkpoint is wanted after the running one
+        self._idle_due = False  # the timer found the agent busy: the agent advances idle ones
+        self._idle_task: asyncio.Task[None] | None = None  # the timer's idle advance
+        self._directives_sent_ms = 0  # wall ms the last directives were handed to the producer
         self.app = build_app(settings, bootstrap, self.config.app)
         self.events_topic = self.app.topic(settings.topic_events)
         self.app.agent(self.events_topic, name="flyball.govern", concurrency=1)(self._govern)
@@ -133,12 +147,20 @@ class StreamWorker:
             for ev in events:
                 ev.message.incref()  # our hold: acked at the checkpoint, not after this body
             async with self._guard():
-                self._held.extend(events)
                 await self._process(events)
-                if self.sink is None or self.sink.due():
-                    await self._checkpoint()
+                if self._idle_due:
+                    await self._advance_idle()
+            if self.sink is not None and self.sink.full:
+                await self._checkpoint()  # backpressure: no more input until history caught up
+            elif self.sink is None or self.sink.due():
+                self._checkpoint_soon()
 
     async def _process(self, events: Sequence[EventT[bytes]]) -> None:
+        """One batch: decode, govern, publish; then its rows queued and its messages held.
+
+        The queueing and the hold happen together at the end (no await between them), so a
+        checkpoint never holds a message whose outputs were not yet sent and queued.
+        """
         st = self.stats
         if st.first_batch_mono == 0.0:
             st.first_batch_mono = time.monotonic()
@@ -161,11 +183,17 @@ class StreamWorker:
             if self.governors.get(p) is None:
                 offset, ts_s = first[p]
                 await self._warm_up(p, offset, round(ts_s * 1000))
+        decoded_ms = wall_ms()
         outputs = await asyncio.to_thread(self._govern_batch, batch)
+        governed_ms = wall_ms()
         await self._publish(outputs, batch)
         if self.sink is not None:
             all_events = EventColumns.concat(list(batch.events.values()))
             self.sink.add(all_events, outputs.features, outputs.scores, outputs.directives)
+        self._held.extend(events)
+        if self.trace is not None:
+            published = (governed_ms, self._directives_sent_ms, wall_ms())
+            self.trace.batch(events, batch, outputs, now_ms, decoded_ms, *published)
         st.batches += 1
         st.messages += len(events)
         st.events += batch.rows
@@ -229,6 +257,8 @@ class StreamWorker:
         # directives first: they are what gateways wait for
         for key, value in encode_directives(outputs.directives):
             await send(s.topic_control, key, value, None, None, None)
+        if outputs.directives:
+            self._directives_sent_ms = wall_ms()
         for key, value in encode_features(outputs.features):
             await send(s.topic_features, key, value, None, None, None)
         for key, value in encode_scores(outputs.scores):
@@ -243,17 +273,58 @@ class StreamWorker:
         st.scores += len(outputs.scores)
 
     async def _checkpoint(self) -> None:
-        """History flushed -> producer flushed -> held messages acked (then Faust commits)."""
-        if self.sink is not None:
-            await self.sink.flush()
-        await self.app.producer.flush()
-        held, self._held = self._held, []
-        for ev in held:
-            ev.ack()
-        self.stats.checkpoints += 1
-        self.stats.last_checkpoint_mono = time.monotonic()
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(self)
+        """History flushed -> producer flushed -> held messages acked (then Faust commits).
+
+        Covers the batches processed before it began (their messages are in ``_held`` and their
+        rows pending in the sink, both taken here before the first await); batches processed
+        while it flushes are held for the next checkpoint. On failure the messages stay held.
+        """
+        async with self._ckpt_guard():
+            held, self._held = self._held, []
+            started = mono_ms()
+            try:
+                if self.sink is not None:
+                    await self.sink.flush()
+                await self.app.producer.flush()
+            except BaseException:
+                self._held[:0] = held
+                raise
+            for ev in held:
+                ev.ack()
+            self.stats.checkpoints += 1
+            self.stats.last_checkpoint_mono = time.monotonic()
+            if self.trace is not None:
+                self.trace.checkpoint(len(held), started, mono_ms())
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self)
+
+    def _checkpoint_soon(self) -> None:
+        """Run a checkpoint in the background (one at a time; a request while one runs queues
+        exactly one more), so neither the agent nor the timer waits for a flush."""
+        if self._ckpt_task is not None and not self._ckpt_task.done():
+            self._ckpt_again = True
+            return
+        self._ckpt_again = False
+        self._ckpt_task = asyncio.get_running_loop().create_task(self._background_checkpoints())
+
+    async def _background_checkpoints(self) -> None:
+        try:
+            while True:
+                await self._checkpoint()
+                if not self._ckpt_again:
+                    return
+                self._ckpt_again = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # as if the agent had raised it: the worker crashes
+            log.exception("checkpoint failed")
+            await self.app.crash(exc)
+
+    async def _wait_checkpoints(self) -> None:
+        task = self._ckpt_task
+        if task is not None and not task.done():
+            self._ckpt_again = False
+            await asyncio.wait([task])
 
     # --- timers ---
     async def _heartbeat(self) -> None:
@@ -262,24 +333,56 @@ class StreamWorker:
         self.stats.heartbeats += 1
 
     async def _tick(self) -> None:
-        """Advance idle live partitions by the wall clock; run a checkpoint that is due."""
-        async with self._guard():
-            now, mono = wall_ms(), mono_ms()
-            cfg = self.config
+        """Advance idle live partitions by the wall clock; start a checkpoint that is due.
+
+        Never waits, so the 200 ms timer cannot overlap itself: when the agent holds the
+        processing lock it is asked to advance idle partitions after its batch; otherwise the
+        advance (the core's ``advance`` runs in a thread) and checkpoints run as background tasks.
+        """
+        if self._guard().locked():
+            self._idle_due = True
+        elif self._idle_task is None or self._idle_task.done():
+            self._idle_task = asyncio.get_running_loop().create_task(self._advance_idle_locked())
+        sink_due = self.sink is not None and (self.sink.due() or self.app.rebalancing)
+        if sink_due or (self._held and self.sink is None):
+            self._checkpoint_soon()
+
+    async def _advance_idle_locked(self) -> None:
+        try:
+            async with self._guard():
+                await self._advance_idle()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # as if the timer had raised it: the worker crashes
+            log.exception("idle advance failed")
+            await self.app.crash(exc)
+
+    async def _advance_idle(self) -> None:
+        """(Processing lock held.) Advance idle live partitions; publish and queue what closed."""
+        self._idle_due = False
+        now, mono = wall_ms(), mono_ms()
+        cfg = self.config
+        due: list[tuple[PartitionGovernor, int]] = []
+        for pg in self.governors:
+            wm = pg.idle_watermark(now, mono, self.timing, cfg.idle_after_ms, cfg.live_skew_ms)
+            if wm is not None:
+                due.append((pg, wm))
+        if not due:
+            return
+
+        def advance() -> Outputs:
             outputs = Outputs()
-            for pg in self.governors:
-                wm = pg.idle_watermark(now, mono, self.timing, cfg.idle_after_ms, cfg.live_skew_ms)
-                if wm is not None:
-                    outputs.add(pg.governor.advance(wm), self.signing_key)
-            if len(outputs):
-                await self._publish(outputs)
-                if self.sink is not None:
-                    self.sink.add(None, outputs.features, outputs.scores, outputs.directives)
-                else:
-                    await self.app.producer.flush()
-            sink_due = self.sink is not None and (self.sink.due() or self.app.rebalancing)
-            if sink_due or (self._held and self.sink is None):
-                await self._checkpoint()
+            for pg, wm in due:
+                outputs.add(pg.governor.advance(wm), self.signing_key)
+            return outputs
+
+        outputs = await asyncio.to_thread(advance)
+        if len(outputs):
+            await self._publish(outputs)
+            if self.sink is not None:
+                self.sink.add(None, outputs.features, outputs.scores, outputs.directives)
+            if self.trace is not None:
+                self.trace.idle(outputs, now, self._directives_sent_ms, wall_ms())
 
     # --- rebalance ---
     async def _on_revoked(
@@ -288,6 +391,7 @@ class StreamWorker:
         async with self._guard():
             if self._held or (self.sink is not None and self.sink.pending_rows):
                 await self._checkpoint()
+            await self._wait_checkpoints()
 
     async def _on_assigned(
         self, sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kw: Any
@@ -302,6 +406,7 @@ class StreamWorker:
     async def _on_stop(self) -> None:
         async with self._guard():
             try:
+                await self._wait_checkpoints()
                 await self._checkpoint()
             except Exception as exc:  # shutting down: the next owner replays what was not committed
                 log.warning("final checkpoint failed: %s", exc)
@@ -310,6 +415,11 @@ class StreamWorker:
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
+
+    def _ckpt_guard(self) -> asyncio.Lock:
+        if self._ckpt_lock is None:
+            self._ckpt_lock = asyncio.Lock()
+        return self._ckpt_lock
 
 
 def make_worker_app(
@@ -323,6 +433,10 @@ def make_worker_app(
     from streams.governors import timing_from_config
 
     gconf = GovernorConfig()
+    if settings.governor_config is not None:
+        from detectors.config_io import load_governor_config
+
+        gconf = load_governor_config(settings.governor_config)
     return StreamWorker(
         settings,
         bootstrap,

@@ -93,30 +93,48 @@ class HistorySink:
             self._first_ms = time.monotonic() * 1000
 
     async def flush(self) -> int:
-        """Write every pending row; retry until written. Returns the rows written."""
+        """Write every row pending now; retry until written. Returns the rows written.
+
+        The pending rows are detached first, so rows added while the write runs (the agent does
+        not wait for a checkpoint started by the timer) belong to the next flush. If the flush
+        ends without writing (cancelled at shutdown, or a non-retriable error), the detached rows
+        are put back in front of the pending ones.
+        """
         if self._rows == 0:
             return 0
-        batch = (
-            EventColumns.concat(self._events),
+        events, features, scores, directives = (
+            self._events,
             self._features,
             self._scores,
             self._directives,
         )
-        rows = self._rows
-        loop = asyncio.get_running_loop()
-        delay_ms = self.config.backoff_min_ms
-        while True:
-            try:
-                await loop.run_in_executor(self._pool, self._write, *batch)
-                break
-            except FlyballError as exc:  # HistoryError: retriable; keep the rows, back off
-                self.failed_flushes += 1
-                log.warning("history insert failed (%s); retrying in %d ms", exc, delay_ms)
-                await asyncio.sleep(delay_ms / 1000)
-                delay_ms = min(delay_ms * 2, self.config.backoff_max_ms)
+        rows, first_ms = self._rows, self._first_ms
         self._events, self._features, self._scores, self._directives = [], [], [], []
         self._rows = 0
         self._first_ms = None
+        loop = asyncio.get_running_loop()
+        delay_ms = self.config.backoff_min_ms
+        written = False
+        try:
+            batch = (EventColumns.concat(events), features, scores, directives)
+            while True:
+                try:
+                    await loop.run_in_executor(self._pool, self._write, *batch)
+                    written = True
+                    break
+                except FlyballError as exc:  # HistoryError: retriable; keep the rows, back off
+                    self.failed_flushes += 1
+                    log.warning("history insert failed (%s); retrying in %d ms", exc, delay_ms)
+                    await asyncio.sleep(delay_ms / 1000)
+                    delay_ms = min(delay_ms * 2, self.config.backoff_max_ms)
+        finally:
+            if not written:
+                self._events[:0] = events
+                self._features[:0] = features
+                self._scores[:0] = scores
+                self._directives[:0] = directives
+                self._rows += rows
+                self._first_ms = first_ms
         self.written_rows += rows
         return rows
 

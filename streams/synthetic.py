@@ -47,7 +47,8 @@ def steady_traffic(
     gateways: int = 4,
     id_prefix: str = "e",
 ) -> EventColumns:
-    """``n`` attempts spread over ``[start_ms, start_ms + duration_ms)``, sorted by time."""
+    """``n`` attempts started over ``[start_ms, start_ms + duration_ms)``, in completion order
+    (``ts_ms + latency_ms``): the order gateways emit them in, which the core's lateness follows."""
     rng = np.random.default_rng(seed)
     ts = np.sort(start_ms + rng.integers(0, max(duration_ms, 1), n)).astype(np.int64)
     ep_weights = 1.0 / np.arange(1, len(endpoints) + 1)
@@ -61,6 +62,7 @@ def steady_traffic(
     depth = rng.choice([0, 1, 2], n, p=[0.6, 0.3, 0.1]).astype(np.int16)
     req = rng.integers(0, max(n // 2, 1), n)
     agent = rng.integers(0, 200, n)
+    latency = np.minimum(rng.lognormal(5.3, 0.6, n), 60_000).astype(np.int64)
     return EventColumns.from_arrays(
         {
             "event_id": [f"{id_prefix}{seed}-{i}" for i in range(n)],
@@ -68,7 +70,7 @@ def steady_traffic(
                 rng.integers(0, gateways, n)
             ],
             "ts_ms": ts,
-            "latency_ms": np.minimum(rng.lognormal(5.3, 0.6, n), 60_000).astype(np.int64),
+            "latency_ms": latency,
             "tenant": np.array(TENANTS, dtype=object)[tn],
             "agent_id": np.array([f"agent-{a}" for a in range(200)], dtype=object)[agent],
             "endpoint": np.array(endpoints, dtype=object)[ep],
@@ -81,7 +83,7 @@ def steady_traffic(
             "tokens_in": rng.integers(50, 4_000, n),
             "tokens_out": rng.integers(0, 1_000, n),
         }
-    )
+    ).take(_completion_order(ts, latency))
 
 
 def storm_traffic(storm: Storm, seed: int = 11, id_prefix: str = "s") -> EventColumns:
@@ -103,13 +105,13 @@ def storm_traffic(storm: Storm, seed: int = 11, id_prefix: str = "s") -> EventCo
             )
     n = len(rows)
     ts = np.array([r[0] for r in rows], dtype=np.int64)
-    order = np.argsort(ts, kind="stable")
+    latency = rng.integers(5, 50, n)
     return EventColumns.from_arrays(
         {
             "event_id": [f"{id_prefix}{seed}-{i}" for i in range(n)],
             "gateway_id": np.full(n, "gw-storm", dtype=object),
             "ts_ms": ts,
-            "latency_ms": rng.integers(5, 50, n),
+            "latency_ms": latency,
             "tenant": np.full(n, TENANTS[0], dtype=object),
             "agent_id": [f"agent-{i % 50}" for i in range(n)],
             "endpoint": np.full(n, storm.endpoint, dtype=object),
@@ -119,12 +121,17 @@ def storm_traffic(storm: Storm, seed: int = 11, id_prefix: str = "s") -> EventCo
             "root_id": [r[2] for r in rows],
             "priority": np.full(n, 3, dtype=np.int8),
         }
-    ).take(order)
+    ).take(_completion_order(ts, latency))
+
+
+def _completion_order(ts_ms: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
+    return np.argsort(ts_ms + latency_ms, kind="stable")
 
 
 def merge_sorted(batches: Sequence[EventColumns]) -> EventColumns:
+    """One stream in completion order, as a gateway fleet emits it."""
     cols = EventColumns.concat(list(batches))
-    return cols.take(np.argsort(cols.ts_ms, kind="stable"))
+    return cols.take(_completion_order(cols.ts_ms, cols.latency_ms))
 
 
 def frames_by_endpoint(

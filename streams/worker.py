@@ -57,6 +57,8 @@ def run(sw: StreamWorker, log_level: str = "INFO") -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
+        if sw.trace is not None:
+            sw.trace.close()
         if sw.sink is not None:
             sw.sink.close()
             close = getattr(sw.sink.store, "close", None)

@@ -145,7 +145,7 @@ def test_directives_on_control_topic_and_all_four_history_tables(e2e: dict[str, 
     assert {d.reason.detector for d in directives} >= {"retry_storm"}
     assert all(verify(d, settings.signing_key_bytes or b"") for d in directives)
     keys = {k for k, v in e2e["control"] if isinstance(decode_control(v), Directive)}
-    assert keys == {d.scope.key().encode() for d in directives}
+    assert keys == {f"{d.scope.key()}|id={d.id}".encode() for d in directives}
     h = e2e["history"]
     n_valid = len(e2e["events"]) + 3  # + the 3 valid rows of the partially bad frame
     assert h["events"][0] == [n_valid, h["events"][0][1]]

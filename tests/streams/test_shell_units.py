@@ -1,0 +1,137 @@
+"""Unit tests of the shell's pieces that need no broker: fetch wait, control key, sink flush."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flyball.errors import ConfigError, FlyballError
+from flyball.settings import load_settings
+from schemas.columns import EventColumns
+from schemas.directive import Action, Directive, Reason, Scope
+from schemas.records import FeatureRecord
+from streams.app import (
+    FETCH_WAIT_ENV,
+    AppTuning,
+    FlyballConsumerThread,
+    FlyballTransport,
+    build_app,
+    fetch_wait_from_env,
+)
+from streams.outputs import directive_key, encode_directives
+from streams.sink import HistorySink, SinkConfig
+
+
+def test_fetch_wait_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FETCH_WAIT_ENV, raising=False)
+    assert fetch_wait_from_env() == 20
+    monkeypatch.setenv(FETCH_WAIT_ENV, "5")
+    assert fetch_wait_from_env() == 5
+    assert AppTuning().fetch_wait_ms == 5
+    monkeypatch.setenv(FETCH_WAIT_ENV, "soon")
+    with pytest.raises(ConfigError):
+        fetch_wait_from_env()
+    monkeypatch.setenv(FETCH_WAIT_ENV, "-1")
+    with pytest.raises(ConfigError):
+        fetch_wait_from_env()
+
+
+def test_worker_consumer_gets_the_short_fetch_wait(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9")
+
+    async def create() -> int:
+        app = build_app(settings, "127.0.0.1:9", AppTuning(fetch_wait_ms=15))
+        assert isinstance(app.transport, FlyballTransport)
+        thread = app.consumer._thread  # type: ignore[attr-defined]
+        assert isinstance(thread, FlyballConsumerThread)
+        consumer = thread._create_worker_consumer(app.transport)  # not started: no connection
+        return int(consumer._fetch_max_wait_ms)
+
+    assert asyncio.run(create()) == 15
+
+
+def _directive(id_: str, action: Action) -> Directive:
+    return Directive(
+        id=id_,
+        issued_ms=1_000,
+        expires_ms=31_000,
+        scope=Scope(endpoint="POST /v1/chat", min_attempt=1),
+        action=action,
+        reason=Reason("retry_storm", 0.9, {}),
+    )
+
+
+def test_control_key_is_scope_and_episode() -> None:
+    defer = _directive("storm-a", Action("defer", hold_ms=200, jitter_ms=300))
+    shed = _directive("storm-b", Action("shed", fraction=0.5, retry_after_ms=1_000))
+    release = _directive("storm-a", Action("release"))
+    assert directive_key(defer) == "endpoint=POST /v1/chat|min_attempt=1|id=storm-a"
+    keys = [k for k, _ in encode_directives([defer, shed, release])]
+    assert keys[0] != keys[1]  # two episodes on one scope do not overwrite each other
+    assert keys[0] == keys[2]  # an episode's release replaces its directive under compaction
+
+
+def _events(n: int) -> EventColumns:
+    return EventColumns.from_arrays({"ts_ms": np.arange(n, dtype=np.int64)}, n)
+
+
+class SlowStore:
+    def __init__(self, fail_first: bool = False) -> None:
+        self.events = 0
+        self.features = 0
+        self.fail_first = fail_first
+
+    def insert_events(self, events: EventColumns) -> int:
+        if self.fail_first:
+            self.fail_first = False
+            raise FlyballError("transient")
+        self.events += len(events)
+        return len(events)
+
+    def insert_features(self, records: list[FeatureRecord]) -> int:
+        self.features += len(records)
+        return len(records)
+
+    def insert_scores(self, records: list[object]) -> int:
+        return len(records)
+
+    def insert_directives(self, directives: list[Directive]) -> int:
+        return len(directives)
+
+
+def test_sink_flush_takes_a_snapshot_and_keeps_later_rows() -> None:
+    async def run() -> tuple[int, int, int, int]:
+        store = SlowStore(fail_first=True)
+        sink = HistorySink(store, SinkConfig(backoff_min_ms=50))  # type: ignore[arg-type]
+        sink.add(_events(3), [], [], [])
+        flush = asyncio.create_task(sink.flush())
+        await asyncio.sleep(0)  # the flush detached the 3 rows and is backing off
+        sink.add(_events(2), [], [], [])  # added during the flush: for the next one
+        written = await flush
+        pending = sink.pending_rows
+        second = await sink.flush()
+        sink.close()
+        return written, pending, second, store.events
+
+    assert asyncio.run(run()) == (3, 2, 2, 5)
+
+
+def test_sink_flush_cancelled_puts_rows_back() -> None:
+    async def run() -> int:
+        store = SlowStore(fail_first=True)
+        sink = HistorySink(store, SinkConfig(backoff_min_ms=10_000))  # type: ignore[arg-type]
+        sink.add(_events(3), [], [], [])
+        flush = asyncio.create_task(sink.flush())
+        await asyncio.sleep(0.2)  # failed once, now sleeping in its backoff
+        sink.add(_events(1), [], [], [])
+        flush.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flush
+        pending = sink.pending_rows
+        sink.close()
+        return pending
+
+    assert asyncio.run(run()) == 4
