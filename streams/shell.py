@@ -30,6 +30,7 @@ from faust.types import EventT, StreamT
 from mode import BaseSignalT
 
 from flyball.settings import Settings
+from infra.sink import HistoryWriter
 from schemas.columns import EventColumns
 from streams.app import AppTuning, build_app
 from streams.decode import DecodedBatch, decode_batch
@@ -42,7 +43,7 @@ from streams.outputs import (
     encode_heartbeat,
     encode_scores,
 )
-from streams.sink import HistorySink, HistoryWriter, SinkConfig
+from streams.sink import HistorySink, SinkConfig
 from streams.trace import Trace
 from streams.warmup import replay_partition
 

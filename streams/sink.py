@@ -15,23 +15,14 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 from flyball.errors import FlyballError
+from infra.sink import HistoryWriter
 from schemas.columns import EventColumns
 from schemas.directive import Directive
 from schemas.records import FeatureRecord, ScoreRecord
 
 log = logging.getLogger(__name__)
-
-
-class HistoryWriter(Protocol):
-    """What the sink needs of a store (``infra.history.HistoryStore`` is one)."""
-
-    def insert_events(self, events: EventColumns) -> int: ...
-    def insert_features(self, records: list[FeatureRecord]) -> int: ...
-    def insert_scores(self, records: list[ScoreRecord]) -> int: ...
-    def insert_directives(self, directives: list[Directive]) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
