@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = Field(
         None, description="HMAC key signing control-topic directives (secret); unset: unsigned"
     )
+    gateway_silence_ms: int = Field(
+        10_000, ge=1, description="gateways: governor silence before `governor_unreachable`"
+    )
+    gateway_fail_mode: Literal["open", "expire"] = Field(
+        "open",
+        description="gateways while the governor is silent: admit all, or enforce until expiry",
+    )
     governor_config: Path | None = Field(
         None, description="TOML file of governor (detector/policy) settings; unset: defaults"
     )

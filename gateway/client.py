@@ -55,8 +55,8 @@ class Gateway:
         gateway_id: str = "gw",
         *,
         bootstrap: str | None = None,
-        governor_silence_ms: int = 10_000,
-        fail_mode: FailMode = "open",
+        governor_silence_ms: int | None = None,
+        fail_mode: FailMode | None = None,
         max_buffered_events: int = 100_000,
         frame_max_events: int = 500,
         linger_ms: int = 50,
@@ -67,11 +67,15 @@ class Gateway:
         rng: RandomSource | None = None,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
+        settings = settings if settings is not None else load_settings()
+        if governor_silence_ms is None:
+            governor_silence_ms = settings.gateway_silence_ms
+        if fail_mode is None:
+            fail_mode = settings.gateway_fail_mode
         if fail_mode not in ("open", "expire"):
             raise ValueError("fail_mode must be 'open' or 'expire'")
         if governor_silence_ms < 1:
             raise ValueError("governor_silence_ms must be >= 1")
-        settings = settings if settings is not None else load_settings()
         conf = dict(settings.kafka_client_config(bootstrap))
         conf.update(kafka_options or {})
         self.gateway_id = gateway_id

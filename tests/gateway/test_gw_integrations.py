@@ -238,3 +238,20 @@ def test_async_gateway_admit_wait_sleeps_out_a_defer() -> None:
 
     kind, waited, deferred = asyncio.run(go())
     assert kind == "defer" and waited >= 0.08 and deferred == 1
+
+
+def test_gateway_silence_and_fail_mode_come_from_settings() -> None:
+    from flyball.settings import load_settings
+    from gateway.client import Gateway
+
+    settings = load_settings(
+        kafka_bootstrap="127.0.0.1:9", gateway_silence_ms=1234, gateway_fail_mode="expire"
+    )
+    from_settings = Gateway(settings, "gw-s", control=False)
+    overridden = Gateway(settings, "gw-t", control=False, fail_mode="open")
+    try:
+        assert from_settings.fail_mode == "expire"
+        assert overridden.fail_mode == "open"  # an explicit argument wins
+    finally:
+        from_settings.close()
+        overridden.close()
