@@ -43,6 +43,7 @@ from streams.outputs import (
     encode_heartbeat,
     encode_scores,
 )
+from streams.producer import OutputProducer
 from streams.sink import HistorySink, SinkConfig
 from streams.trace import Trace
 from streams.warmup import replay_partition
@@ -130,6 +131,7 @@ class StreamWorker:
         self._idle_due = False  # the timer found the agent busy: the agent advances idle ones
         self._idle_task: asyncio.Task[None] | None = None  # the timer's idle advance
         self._directives_sent_ms = 0  # wall ms the last directives were handed to the producer
+        self.producer = OutputProducer(self.kafka_conf)  # all outputs (see streams/producer.py)
         self.app = build_app(settings, bootstrap, self.config.app)
         self.events_topic = self.app.topic(settings.topic_events)
         self.app.agent(self.events_topic, name="flyball.govern", concurrency=1)(self._govern)
@@ -253,20 +255,20 @@ class StreamWorker:
     # --- outputs ---
     async def _publish(self, outputs: Outputs, batch: DecodedBatch | None = None) -> None:
         s = self.settings
-        send = self.app.producer.send
+        send = self.producer.send
         st = self.stats
         # directives first: they are what gateways wait for
         for key, value in encode_directives(outputs.directives):
-            await send(s.topic_control, key, value, None, None, None)
+            send(s.topic_control, key, value)
         if outputs.directives:
             self._directives_sent_ms = wall_ms()
         for key, value in encode_features(outputs.features):
-            await send(s.topic_features, key, value, None, None, None)
+            send(s.topic_features, key, value)
         for key, value in encode_scores(outputs.scores):
-            await send(s.topic_scores, key, value, None, None, None)
+            send(s.topic_scores, key, value)
         if batch is not None:
             for key, value in batch.deadletters:
-                await send(s.topic_deadletter, key, value, None, None, None)
+                send(s.topic_deadletter, key, value)
             for key, _ in batch.deadletters:
                 log.warning("dead-lettered %s", key.decode())
         st.directives += len(outputs.directives)
@@ -286,7 +288,7 @@ class StreamWorker:
             try:
                 if self.sink is not None:
                     await self.sink.flush()
-                await self.app.producer.flush()
+                await self.producer.flush()
             except BaseException:
                 self._held[:0] = held
                 raise
@@ -330,7 +332,7 @@ class StreamWorker:
     # --- timers ---
     async def _heartbeat(self) -> None:
         key, value = encode_heartbeat(self.worker_name, wall_ms())
-        await self.app.producer.send(self.settings.topic_control, key, value, None, None, None)
+        self.producer.send(self.settings.topic_control, key, value)
         self.stats.heartbeats += 1
 
     async def _tick(self) -> None:
@@ -411,6 +413,8 @@ class StreamWorker:
                 await self._checkpoint()
             except Exception as exc:  # shutting down: the next owner replays what was not committed
                 log.warning("final checkpoint failed: %s", exc)
+            finally:
+                self.producer.close()
 
     def _guard(self) -> asyncio.Lock:
         if self._lock is None:
