@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
-from gateway.control import wall_ms
+from flyball.clock import wall_ms
 from gateway.enforce import ADMIT, DEFER_KIND, REJECT_KIND, Decision
 from gateway.events import RequestEvent, request_event, status_of_http
 from gateway.headers import (

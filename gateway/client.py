@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 
+from flyball.clock import wall_ms
 from flyball.settings import Settings, load_settings
-from gateway.control import ControlHandler, ControlListener, wall_ms
+from gateway.control import ControlHandler, ControlListener
 from gateway.enforce import (
     ADMIT,
     DEFER_KIND,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -221,6 +220,3 @@ class ControlListener:
             self._assigned.update(new)
 
 
-def wall_ms() -> int:
-    """Epoch milliseconds (the clock directives' ``expires_ms`` is written in)."""
-    return time.time_ns() // 1_000_000

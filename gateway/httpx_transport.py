@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 import httpx
 
+from flyball.clock import wall_ms
 from gateway.asgi import GatewayLike
-from gateway.control import wall_ms
 from gateway.enforce import ADMIT, DEFER_KIND, REJECT_KIND, Decision
 from gateway.events import request_event, status_of_http
 from gateway.headers import (

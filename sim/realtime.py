@@ -30,12 +30,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from flyball.clock import wall_ms
 from flyball.settings import Settings
+from gateway.asgi import GatewayLike
 from gateway.enforce import DEFER_KIND, REJECT_KIND, REROUTE_KIND
 from gateway.events import RequestEvent
 from schemas.control import Heartbeat, decode_control
@@ -52,26 +54,6 @@ DEFAULT_TICK_MS: Final = 10
 DEFAULT_PROGRESS_MS: Final = 250
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class GatewayLike(Protocol):
-    """What the live policy needs of a gateway (``gateway.client.Gateway`` is one)."""
-
-    gateway_id: str
-
-    def admit(
-        self,
-        endpoint: str,
-        tenant: str = "",
-        agent_id: str = "",
-        priority: int = 0,
-        attempt: int = 0,
-        depth: int = 0,
-    ) -> Any: ...
-
-    def emit(self, event: RequestEvent) -> None: ...
 
 
 class Pacer:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from flyball.clock import wall_ms
 from flyball.settings import Settings
 from gateway.client import Gateway
 from infra.broker import EmbeddedBroker
@@ -61,9 +62,6 @@ STORM_ENDPOINT = "POST /v1/chat"
 ONSETS = int(os.environ.get("FLYBALL_BENCH_ONSETS", "10"))
 EMIT_AT_COMPLETION = os.environ.get("FLYBALL_BENCH_EMIT", "start").strip() == "completion"
 
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def steady(gw: Gateway, stop: threading.Event, rate_per_s: int = 1_500, seed: int = 2) -> None:

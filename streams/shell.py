@@ -29,6 +29,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT
 from mode import BaseSignalT
 
+from flyball.clock import wall_ms
 from flyball.settings import Settings
 from infra.sink import HistoryWriter
 from schemas.columns import EventColumns
@@ -84,10 +85,6 @@ class WorkerStats:
     checkpoints: int = 0
     first_batch_mono: float = 0.0
     last_checkpoint_mono: float = 0.0
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def mono_ms() -> float:
