@@ -143,17 +143,22 @@ def saturation(
         return out
     # Priorities above the class are served: the class gets what they leave (a rate, so that
     # arrivals the windows have not yet seen complete cannot overrun it).
-    rate = round(allowed, 3)
-    shares, default = _shares(ctx, key[1])
-    action = Action(
+    out.append(Planned("throttle", scope, _throttle(ctx, cfg, round(allowed, 3), key[1])))
+    return out
+
+
+def _throttle(
+    ctx: EvalContext, cfg: ActionConfig, rate: float, endpoint: str, tenant: str | None = None
+) -> Action:
+    """A throttle at ``rate`` for the scope as a whole, apportioned by each gateway's share."""
+    shares, default = _shares(ctx, endpoint, tenant)
+    return Action(
         "throttle",
         rate_per_s=rate,
         burst=round(max(1.0, rate * cfg.burst_s), 3),
         shares=shares,
         default_share=default,
     )
-    out.append(Planned("throttle", scope, action))
-    return out
 
 
 def _shares(
@@ -181,14 +186,7 @@ def contention(ctx: EvalContext, cfg: ActionConfig, row: int, key: Key) -> list[
     n = max(float(ctx.features["active_tenants"][row]), 1.0)
     capacity = float(ctx.features["completion_rate_per_s"][ep])
     rate = round(max(capacity / n, 1.0), 3)
-    shares, default = _shares(ctx, endpoint, tenant)
-    action = Action(
-        "throttle",
-        rate_per_s=rate,
-        burst=round(max(1.0, rate * cfg.burst_s), 3),
-        shares=shares,
-        default_share=default,
-    )
+    action = _throttle(ctx, cfg, rate, endpoint, tenant)
     return [Planned("throttle", Scope(endpoint=endpoint, tenant=tenant), action)]
 
 
