@@ -57,12 +57,9 @@ def decode_score(data: bytes) -> ScoreRecord | DecodeError:
 
 
 def _doc(data: bytes, kind: str) -> dict[str, Any] | DecodeError:
-    try:
-        doc = jsoncodec.loads(data)
-    except jsoncodec.JSONDecodeError as exc:
-        return DecodeError(f"not JSON: {exc}")
-    if not isinstance(doc, dict):
-        return DecodeError(f"expected a JSON object, got {type(doc).__name__}")
+    doc = jsoncodec.load_object(data)
+    if isinstance(doc, DecodeError):
+        return doc
     if doc.get("v", RECORD_VERSION) != RECORD_VERSION:
         return DecodeError(f"unsupported version {doc.get('v')!r} (this reader knows v=1)", "v")
     if doc.get("kind", kind) != kind:

@@ -47,12 +47,9 @@ def decode_control(
     data: bytes | bytearray | memoryview | str,
 ) -> Directive | Heartbeat | DecodeError:
     """Decode one control-topic message."""
-    try:
-        doc = jsoncodec.loads(data)
-    except jsoncodec.JSONDecodeError as exc:
-        return DecodeError(f"not JSON: {exc}")
-    if not isinstance(doc, dict):
-        return DecodeError(f"expected a JSON object, got {type(doc).__name__}")
+    doc = jsoncodec.load_object(data)
+    if isinstance(doc, DecodeError):
+        return doc
     try:
         if doc.get("v") != DIRECTIVE_VERSION:
             raise _Bad("v", f"unsupported version {doc.get('v')!r} (this reader knows v=1)")

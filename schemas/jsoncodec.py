@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from schemas.errors import DecodeError
 
 JSONDecodeError = orjson.JSONDecodeError
 
@@ -23,3 +26,16 @@ def dumps_canonical(obj: Any) -> bytes:
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(data)
+
+
+def load_object(data: bytes | bytearray | memoryview | str) -> dict[str, Any] | DecodeError:
+    """Parse a message that must be a JSON object; what else it is becomes a ``DecodeError``."""
+    from schemas.errors import DecodeError
+
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return DecodeError(f"not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return DecodeError(f"expected a JSON object, got {type(doc).__name__}")
+    return doc
