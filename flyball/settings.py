@@ -131,6 +131,14 @@ class Settings(BaseSettings):
         return init_settings, env_settings, _TomlSource(settings_cls)
 
     # --- derived values ---
+    def with_topic_prefix(self, prefix: str, **overrides: Any) -> Settings:
+        """A copy whose topics are ``PREFIX.events``, ``PREFIX.control``, … (isolated runs)."""
+        topics = {
+            f"topic_{name}": f"{prefix}.{name}"
+            for name in ("events", "features", "scores", "control", "deadletter")
+        }
+        return self.model_copy(update={**topics, **overrides})
+
     @property
     def embedded_broker(self) -> bool:
         return self.kafka_bootstrap is None

@@ -156,16 +156,8 @@ class Run:
 def run_settings(base: Settings, demo_id: str, name: str) -> Settings:
     """``base`` with a fresh set of topics for one run (the worker's consumer group follows)."""
     prefix = f"flyball.demo.{demo_id}.{name}"
-    return base.model_copy(
-        update={
-            "topic_events": f"{prefix}.events",
-            "topic_features": f"{prefix}.features",
-            "topic_scores": f"{prefix}.scores",
-            "topic_control": f"{prefix}.control",
-            "topic_deadletter": f"{prefix}.deadletter",
-            "log_level": "WARNING" if base.log_level in ("DEBUG", "INFO") else base.log_level,
-        }
-    )
+    quiet = "WARNING" if base.log_level in ("DEBUG", "INFO") else base.log_level
+    return base.with_topic_prefix(prefix, log_level=quiet)
 
 
 def start_worker(settings: Settings, bootstrap: str, log_path: Path) -> subprocess.Popen[bytes]:

@@ -163,16 +163,7 @@ def pipeline_bench(settings: Settings) -> dict[str, Any]:
         conf = settings.kafka_client_config(broker.bootstrap)
         prefixes = {"pipe": f"bench-{run_id}", "sink": f"bench-{run_id}-sink"}
         for prefix in prefixes.values():
-            s = settings.model_copy(
-                update={
-                    "topic_events": f"{prefix}.events",
-                    "topic_features": f"{prefix}.features",
-                    "topic_scores": f"{prefix}.scores",
-                    "topic_control": f"{prefix}.control",
-                    "topic_deadletter": f"{prefix}.deadletter",
-                }
-            )
-            ensure_topics(s, broker.bootstrap)
+            ensure_topics(settings.with_topic_prefix(prefix), broker.bootstrap)
         naive_topic = f"bench-{run_id}-naive.events"
         ensure_topics(settings.model_copy(update={"topic_events": naive_topic}), broker.bootstrap)
         produce(conf, f"{prefixes['pipe']}.events", frames)

@@ -212,17 +212,7 @@ def breakdown(trace_path: Path, onsets: list[tuple[int, int]]) -> dict[str, Any]
 def loop_bench(settings: Settings, calm_s: float = 4.0) -> dict[str, Any]:
     prefix = f"loop-{uuid.uuid4().hex[:8]}"
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flyball-loop-") as tmp:
-        s = settings.model_copy(
-            update={
-                "kafka_bootstrap": broker.bootstrap,
-                "topic_events": f"{prefix}.events",
-                "topic_features": f"{prefix}.features",
-                "topic_scores": f"{prefix}.scores",
-                "topic_control": f"{prefix}.control",
-                "topic_deadletter": f"{prefix}.deadletter",
-                "signing_key": None,
-            }
-        )
+        s = settings.with_topic_prefix(prefix, kafka_bootstrap=broker.bootstrap, signing_key=None)
         ensure_topics(s, broker.bootstrap)
         trace = Path(tmp) / "trace.jsonl"
         env = child_env(

@@ -124,3 +124,11 @@ def test_cli_reports_config_errors_without_traceback(
     assert main(["sql", "SELECT 1"]) == 2
     err = capsys.readouterr().err
     assert "FLYBALL_QUERY_PORT" in err and "Traceback" not in err
+
+
+def test_with_topic_prefix_renames_every_topic_and_applies_overrides() -> None:
+    s = load_settings().with_topic_prefix("run7", log_level="WARNING")
+    assert (s.topic_events, s.topic_features, s.topic_scores, s.topic_control,
+            s.topic_deadletter) == ("run7.events", "run7.features", "run7.scores",
+                                    "run7.control", "run7.deadletter")
+    assert s.log_level == "WARNING"
