@@ -6,6 +6,16 @@ scores every detector and runs the policy. Nothing reads a clock, so live, repla
 runs of the same events give the same output, however the events were split into batches (rows,
 baselines and decisions depend only on closed buckets).
 
+**Sources.** Events arrive from one or more *sources* (a worker's Kafka partitions; everything
+else uses the default source 0). Each source is in log order; sources are not ordered against
+each other. The watermark is the minimum over the active sources of their newest event time minus
+the allowed lateness, so a source that lags behind another does not see its events turned late by
+the other's progress. ``expect(source)`` registers a source before its first event (it holds the
+watermark back until it speaks or is marked idle); ``set_idle(source)`` excludes a source that has
+nothing to say (Flink's idle sources) until its next event. When every source is registered
+before any is fed and none is idle, each event's lateness depends only on its own source's order,
+so the outputs do not depend on how the sources were interleaved.
+
 Outputs per boundary ``t``:
 
 - features: every key with traffic, every horizon, when ``t`` is a multiple of
@@ -45,7 +55,7 @@ from schemas.records import FeatureRecord, ScoreRecord
 
 __all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
 
-_SNAPSHOT_VERSION: Final = 2  # 2: retry-storm failure baseline
+_SNAPSHOT_VERSION: Final = 3  # 2: retry-storm failure baseline; 3: per-source watermarks
 # detector -> key kinds it acts on (and reports scores for)
 ACTING_KIND: Final[dict[str, str]] = {
     "retry_storm": KIND_ENDPOINT,
@@ -86,23 +96,47 @@ class Governor:
         }
         self._policy = Policy(c.policy)
         self._index = KeyIndex.build([], -1)
-        self._max_event_ms: int | None = None
+        # source -> its newest event time (None: expected, no event yet); idle ones excluded
+        self._source_max_ms: dict[int, int | None] = {}
+        self._idle_sources: set[int] = set()
         self._watermark_ms: int | None = None
         self._late = 0
 
     # --- input ---
-    def ingest(self, events: EventColumns) -> IngestStats:
-        """Aggregate a batch. Events in already closed buckets are late: counted, not used."""
+    def expect(self, source: int) -> None:
+        """Register ``source`` before its first event: the watermark waits for it (or for
+        ``set_idle``)."""
+        self._source_max_ms.setdefault(source, None)
+
+    def set_idle(self, source: int, idle: bool = True) -> None:
+        """Exclude ``source`` from the watermark until its next event (or include it again)."""
+        if idle:
+            self._source_max_ms.setdefault(source, None)
+            self._idle_sources.add(source)
+        else:
+            self._idle_sources.discard(source)
+
+    @property
+    def sources(self) -> dict[int, int | None]:
+        """Source -> its newest event time (None before its first event)."""
+        return dict(self._source_max_ms)
+
+    def ingest(self, events: EventColumns, source: int = 0) -> IngestStats:
+        """Aggregate a batch of one source, in its log order. Events in already closed buckets
+        are late: counted, not used."""
         n = len(events)
         if n == 0:
             return IngestStats(0, 0)
+        self._idle_sources.discard(source)
+        src_max = self._source_max_ms.get(source)
         c = self.config
         t = event_time_ms(events, c.event_time)
         bucket = t // c.bucket_ms
         # Lateness is a function of log order alone, not of how the log was cut into batches:
-        # an event is late when the events before it (this batch included) have already moved
-        # the watermark past its bucket, exactly as if ``advance`` ran after every event.
-        first = t[0] if self._max_event_ms is None else self._max_event_ms
+        # an event is late when the events before it in its source (this batch included) have
+        # already moved the watermark past its bucket, exactly as if ``advance`` ran after every
+        # event; or when its bucket is already closed.
+        first = t[0] if src_max is None else src_max
         before = np.maximum.accumulate(np.concatenate(([first], t[:-1])))
         closed = (before - c.allowed_lateness_ms) // c.bucket_ms
         nb = self._store.next_bucket
@@ -118,7 +152,7 @@ class Governor:
             self._store.add(main)
             self._gw.add(gateways)
             top = int(t.max())
-            self._max_event_ms = top if self._max_event_ms is None else max(top, self._max_event_ms)
+            self._source_max_ms[source] = top if src_max is None else max(top, src_max)
         self._late += n_late
         return IngestStats(n - n_late, n_late)
 
@@ -128,12 +162,19 @@ class Governor:
 
     # --- time ---
     def advance(self, watermark_ms: int | None = None) -> GovernorOutput:
-        """Close every bucket ending at or before the watermark (never moves backwards)."""
+        """Close every bucket ending at or before the watermark (never moves backwards).
+
+        Without an argument the watermark is the sources' (see the module docstring); nothing
+        closes while an active source has not spoken yet, or when every source is idle.
+        """
         c = self.config
         if watermark_ms is None:
-            if self._max_event_ms is None:
+            newest = [
+                m for s, m in self._source_max_ms.items() if s not in self._idle_sources
+            ]
+            if not newest or None in newest:
                 return self._flush_late(GovernorOutput())
-            watermark_ms = self._max_event_ms - c.allowed_lateness_ms
+            watermark_ms = min(m for m in newest if m is not None) - c.allowed_lateness_ms
         if self._watermark_ms is not None:
             watermark_ms = max(watermark_ms, self._watermark_ms)
         self._watermark_ms = watermark_ms
