@@ -169,9 +169,7 @@ class Governor:
         """
         c = self.config
         if watermark_ms is None:
-            newest = [
-                m for s, m in self._source_max_ms.items() if s not in self._idle_sources
-            ]
+            newest = [m for s, m in self._source_max_ms.items() if s not in self._idle_sources]
             if not newest or None in newest:
                 return self._flush_late(GovernorOutput())
             watermark_ms = min(m for m in newest if m is not None) - c.allowed_lateness_ms
