@@ -1,7 +1,9 @@
 """Event-time windows: fixed buckets, ring buffers of per-bucket aggregates, sliding horizons.
 
-A bucket ``b`` covers event times ``[b * bucket_ms, (b + 1) * bucket_ms)``. Buckets stay *open* in
-a ``Partial`` (pre-aggregated per (bucket, key), mergeable) until the watermark passes their end;
+A bucket ``b`` covers event times ``[b * bucket_ms, (b + 1) * bucket_ms)``. Buckets stay *open*
+as ``Partial`` pieces (pre-aggregated per (bucket, key), mergeable), filed by bucket, until the
+watermark passes their end (closing a bucket touches only its own pieces, however many buckets are
+open: a watermark held back by a slow source costs memory, not time);
 closing a bucket moves it into a ring of the last ``ring_buckets`` closed buckets per key and
 updates one running sum per horizon (``sum += entering - leaving``, exact integer arithmetic).
 Nothing here reads a clock: time moves only when ``close_next`` is called.
@@ -107,48 +109,6 @@ class Partial:
             np.concatenate([self.hll, other.hll]),
         )
 
-    def split(self, upto_bucket: int) -> tuple[Partial, Partial]:
-        """(rows with bucket < upto_bucket, the rest)."""
-        m = self.bucket < upto_bucket
-        return self._take(m), self._take(~m)
-
-    def drop_rows(self, rows: I64) -> Partial:
-        """The partial without ``rows``. The key list is kept (compacted only when it is much
-        longer than the rows left), so this is O(rows), not a re-factorization."""
-        m = np.ones(len(self), dtype=bool)
-        m[rows] = False
-        n_left = len(self) - rows.shape[0]
-        if not n_left:
-            return Partial(self.n_sum, self.n_max, self.hll_m)
-        if len(self.keys) > 4 * n_left + 256:
-            return self._take(m)
-        return Partial(
-            self.n_sum,
-            self.n_max,
-            self.hll_m,
-            self.keys,
-            self.bucket[m],
-            self.key_idx[m],
-            self.sums[m],
-            self.maxes[m],
-            self.hll[m],
-        )
-
-    def _take(self, m: np.ndarray) -> Partial:
-        """Rows where ``m``, with the key list compacted to the keys those rows use."""
-        used, key_idx = np.unique(self.key_idx[m], return_inverse=True)
-        return Partial(
-            self.n_sum,
-            self.n_max,
-            self.hll_m,
-            [self.keys[int(i)] for i in used],
-            self.bucket[m],
-            key_idx.reshape(-1).astype(np.int64),
-            self.sums[m],
-            self.maxes[m],
-            self.hll[m],
-        )
-
 
 class WindowStore:
     """Closed buckets per key in a ring, with running sums over each horizon."""
@@ -175,9 +135,11 @@ class WindowStore:
         self.first_bucket = _empty_i64(0)
         self.last_bucket = _empty_i64(0)
         self.next_bucket: int | None = None  # first bucket not yet closed
-        self.pending = Partial(n_sum, n_max, hll_m)
+        self.pending: dict[int, list[Partial]] = {}  # open bucket -> its pieces, oldest first
         self.version = 0  # bumped whenever the key set changes
-        self._row_cache: tuple[list[Key], int, I64] | None = None
+        # id(piece keys) -> (those keys, store version, their store rows); pieces of one add
+        # share one key list, so a batch's keys are looked up once per key set change
+        self._row_cache: dict[int, tuple[list[Key], int, I64]] = {}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -185,10 +147,33 @@ class WindowStore:
     # --- input ---
     def add(self, partial: Partial) -> None:
         """Add open aggregates (callers drop rows of closed buckets first: they are late)."""
-        self.pending = self.pending.merge(partial) if len(self.pending) else partial
+        n = len(partial)
+        if not n:
+            return
+        b = partial.bucket
+        if b[0] == b[-1] and (b == b[0]).all():
+            self.pending.setdefault(int(b[0]), []).append(partial)
+            return
+        order = np.argsort(b, kind="stable")
+        buckets, starts = np.unique(b[order], return_index=True)
+        ends = np.append(starts[1:], n)
+        for bucket, lo, hi in zip(buckets.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            rows = order[lo:hi]
+            piece = Partial(
+                partial.n_sum,
+                partial.n_max,
+                partial.hll_m,
+                partial.keys,
+                partial.bucket[rows],
+                partial.key_idx[rows],
+                partial.sums[rows],
+                partial.maxes[rows],
+                partial.hll[rows],
+            )
+            self.pending.setdefault(bucket, []).append(piece)
 
     def pending_min_bucket(self) -> int | None:
-        return int(self.pending.bucket.min()) if len(self.pending) else None
+        return min(self.pending) if self.pending else None
 
     def is_idle(self) -> bool:
         """True when no closed bucket in the ring holds any data."""
@@ -204,51 +189,54 @@ class WindowStore:
                 raise WatermarkError("nothing to close: no data and no start bucket")
             self.next_bucket = first
         b = self.next_bucket
-        p = self.pending
+        # the pieces of bucket b (and of any earlier bucket left over)
+        pieces = [q for bucket in sorted(x for x in self.pending if x <= b)
+                  for q in self.pending.pop(bucket)]  # fmt: skip
         k0 = len(self.keys)
-        sel = np.flatnonzero(p.bucket <= b) if len(p) else _empty_i64(0)
-        if not sel.size:
+        if not pieces:
             rows, unique_rows = _empty_i64(0), True
         else:
-            # the rows of bucket b (and any earlier left over), mapped to store rows
-            pk = p.key_idx[sel]
-            rows = self._row_map(p.keys)[pk]
-            if (rows < 0).any():
-                fresh = np.unique(pk[rows < 0]).tolist()
-                self._grow(sorted({p.keys[i] for i in fresh}), first=b, last=b)
-                rows = self._row_map(p.keys)[pk]
-            unique_rows = int(np.bincount(pk).max()) <= 1
+            fresh: set[Key] = set()
+            for q in pieces:
+                mapped = self._row_map(q.keys)[q.key_idx]
+                if (mapped < 0).any():
+                    fresh.update(q.keys[i] for i in np.unique(q.key_idx[mapped < 0]).tolist())
+            if fresh:
+                self._grow(sorted(fresh), first=b, last=b)
+            rows = np.concatenate([self._row_map(q.keys)[q.key_idx] for q in pieces])
+            unique_rows = len(pieces) == 1 or int(np.bincount(rows).max()) <= 1
+            sums = pieces[0].sums if len(pieces) == 1 else np.concatenate([q.sums for q in pieces])
         k = len(self.keys)
         slot = b % self.ring_buckets
         new_sum = _empty_i64(k, self.n_sum)
-        if sel.size:
+        if pieces:
             if unique_rows:  # one row per key: a plain scatter equals np.add.at
-                new_sum[rows] = p.sums[sel]
+                new_sum[rows] = sums
             else:
-                _rows_at(np.add, new_sum, rows, p.sums[sel])
+                _rows_at(np.add, new_sum, rows, sums)
         for h, hb in enumerate(self.horizons_buckets):
             self.horizon_sum[h] += new_sum - self.ring_sum[:, (b - hb) % self.ring_buckets]
         self.ring_sum[:, slot] = new_sum
         if self.n_max:
             new_max = _empty_i64(k, self.n_max)
-            if sel.size:
+            if pieces:
+                maxes = np.concatenate([q.maxes for q in pieces])
                 if unique_rows:  # max with the zeros np.maximum.at would start from
-                    new_max[rows] = np.maximum(p.maxes[sel], 0)
+                    new_max[rows] = np.maximum(maxes, 0)
                 else:
-                    _rows_at(np.maximum, new_max, rows, p.maxes[sel])
+                    _rows_at(np.maximum, new_max, rows, maxes)
             self.ring_max[:, slot] = new_max
         if self.hll_m:
             new_hll = np.zeros((k, self.hll_m), dtype=np.uint8)
-            if sel.size:
+            if pieces:
+                hll = np.concatenate([q.hll for q in pieces])
                 if unique_rows:
-                    new_hll[rows] = p.hll[sel]
+                    new_hll[rows] = hll
                 else:
-                    _rows_at(np.maximum, new_hll, rows, p.hll[sel])
+                    _rows_at(np.maximum, new_hll, rows, hll)
             self.ring_hll[:, slot] = new_hll
         self.last_bucket[rows] = b
         self.next_bucket = b + 1
-        if sel.size:
-            self.pending = p.drop_rows(sel)
         return k - k0
 
     def skip_to(self, bucket: int) -> None:
@@ -281,13 +269,15 @@ class WindowStore:
     def _row_map(self, keys: list[Key]) -> I64:
         """Store row of each of ``keys`` (-1 when absent), cached while the pending key list and
         the store's key set stay the same (the usual case from one bucket to the next)."""
-        cached = getattr(self, "_row_cache", None)
+        cached = self._row_cache.get(id(keys))
         if cached is not None and cached[0] is keys and cached[1] == self.version:
             out: I64 = cached[2]
             return out
+        if len(self._row_cache) > 256:
+            self._row_cache = {}  # entries of pieces long closed
         get = self.index.get
         out = np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        self._row_cache = (keys, self.version, out)
+        self._row_cache[id(keys)] = (keys, self.version, out)
         return out
 
     def _grow(self, new: list[Key], first: int, last: int) -> None:
@@ -388,5 +378,7 @@ class WindowStore:
                 out.horizon_sum[h][rows] += src.horizon_sum[h]
             out.first_bucket[rows] = np.minimum(out.first_bucket[rows], src.first_bucket)
             out.last_bucket[rows] = np.maximum(out.last_bucket[rows], src.last_bucket)
-        out.pending = self.pending.merge(other.pending)
+        for src in (self, other):
+            for bucket, pieces in src.pending.items():
+                out.pending.setdefault(bucket, []).extend(pieces)
         return out

@@ -63,7 +63,6 @@ ONSETS = int(os.environ.get("FLYBALL_BENCH_ONSETS", "10"))
 EMIT_AT_COMPLETION = os.environ.get("FLYBALL_BENCH_EMIT", "start").strip() == "completion"
 
 
-
 def steady(gw: Gateway, stop: threading.Event, rate_per_s: int = 1_500, seed: int = 2) -> None:
     """Organic traffic on every endpoint at ~``rate_per_s`` attempts per second."""
     rng = random.Random(seed)

@@ -1,16 +1,19 @@
-"""The stream worker: Faust agent over frames -> per-partition governors -> topics and history.
+"""The stream worker: Faust agent over frames -> one governor (a source per partition) -> topics
+and history.
 
 Per batch (``stream.take_events``): decode every message into numpy columns (``decode_batch``),
-feed each partition's governor one ``EventColumns``, publish features / scores / directives, queue
-history rows, and hold the batch's acks until the next checkpoint. A checkpoint runs, in this
-order: **history sink flushed → producer flushed → messages acked**; Faust's consumer commits
-acked offsets only (``broker_commit_interval``, and on rebalance/stop). See ``streams/README.md``.
+feed the governor one ``EventColumns`` per partition and advance it once, publish features /
+scores / directives, queue history rows, and hold the batch's acks until the next checkpoint. A
+checkpoint runs, in this order: **history sink flushed → producer flushed → messages acked**;
+Faust's consumer commits acked offsets only (``broker_commit_interval``, and on rebalance/stop).
+See ``streams/README.md``.
 
-Two locks. The *processing* lock covers what touches the governors and the pending outputs (a
-batch's decode → ingest → publish → queue, the timer's idle advance); it is never held across a
-flush. The *checkpoint* lock serializes checkpoints; a checkpoint takes its snapshot (held
-messages, pending history rows) synchronously, so it covers exactly the batches fully processed
-before it began, and batches processed while it flushes wait for the next one.
+Two locks. The *processing* lock covers what touches the governor and the pending outputs (a
+batch's decode → ingest → publish → queue, the timer's idle advance, a rebuild on assignment); it
+is never held across a flush. The *checkpoint* lock serializes checkpoints; a checkpoint takes
+its snapshot (held messages, pending history rows) synchronously, so it covers exactly the
+batches fully processed before it began, and batches processed while it flushes wait for the
+next one.
 """
 
 from __future__ import annotations
@@ -26,17 +29,17 @@ from typing import Any, cast
 
 import faust
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from mode import BaseSignalT
 
 from flyball.clock import wall_ms
 from flyball.settings import Settings
 from infra.sink import HistoryWriter
 from schemas.columns import EventColumns
-from streams.app import AppTuning, build_app
+from streams.app import AppTuning, app_id, build_app
 from streams.decode import DecodedBatch, decode_batch
 from streams.errors import WarmupError
-from streams.governors import GovernorLike, GovernorSet, PartitionGovernor, Timing
+from streams.governors import GovernorLike, Timing, WorkerGovernor
 from streams.outputs import (
     Outputs,
     encode_directives,
@@ -47,7 +50,7 @@ from streams.outputs import (
 from streams.producer import OutputProducer
 from streams.sink import HistorySink, SinkConfig
 from streams.trace import Trace
-from streams.warmup import replay_partition
+from streams.warmup import log_positions, replay_partitions
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +118,14 @@ class StreamWorker:
         self.kafka_conf = settings.kafka_client_config(bootstrap)
         self.signing_key = settings.signing_key_bytes
         self.sink = HistorySink(store, self.config.sink) if store is not None else None
-        self.governors = GovernorSet(governor_factory)
+        self.governor_factory = governor_factory
+        self.governor: WorkerGovernor | None = None  # built on the first batch of an assignment
         self.stats = WorkerStats()
         self.on_checkpoint: Callable[[StreamWorker], None] | None = None  # benchmarks, tests
         self.trace: Trace | None = Trace.from_env()  # benchmarks: per-batch timings
         self._held: list[EventT[bytes]] = []
         self._assigned: set[int] = set()
-        self._lock: asyncio.Lock | None = None  # processing: governors, pending outputs, _held
+        self._lock: asyncio.Lock | None = None  # processing: governor, pending outputs, _held
         self._ckpt_lock: asyncio.Lock | None = None  # one checkpoint at a time
         self._ckpt_task: asyncio.Task[None] | None = None  # a checkpoint in the background
         self._ckpt_again = False  # another background checkpoint is wanted after the running one
@@ -166,25 +170,27 @@ class StreamWorker:
             st.first_batch_mono = time.monotonic()
         now_ms = wall_ms()
         topic = self.settings.topic_events
-        first: dict[int, tuple[int, float]] = {}  # partition -> (first offset, its timestamp s)
-        items = []
+        first: dict[int, int] = {}  # partition -> its first offset in this batch
         for ev in events:
             m = ev.message
-            p = m.partition
-            if p not in first or m.offset < first[p][0]:
-                first[p] = (m.offset, m.timestamp)
-            items.append((p, m.offset, ev.value))
-        # CPU work (decode, governors) runs off the event loop, so heartbeats, Kafka group
+            first[m.partition] = min(m.offset, first.get(m.partition, m.offset))
+        gov = self.governor
+        if gov is None or not gov.built_for(self._assigned | set(first)):
+            gov = await self._warm_up(first)
+        items = []
+        next_offsets: dict[int, int] = {}  # partition -> its last new offset + 1
+        for ev in events:
+            m = ev.message
+            if gov.is_new(m.partition, m.offset):  # else already ingested (redelivered)
+                items.append((m.partition, m.offset, ev.value))
+                next_offsets[m.partition] = max(m.offset + 1, next_offsets.get(m.partition, 0))
+        # CPU work (decode, governor) runs off the event loop, so heartbeats, Kafka group
         # heartbeats and fetches stay on time while a large batch is computed.
         batch = await asyncio.to_thread(
             decode_batch, topic, items, now_ms, self.config.deadletter_raw_bytes
         )
-        for p in batch.events:
-            if self.governors.get(p) is None:
-                offset, ts_s = first[p]
-                await self._warm_up(p, offset, round(ts_s * 1000))
         decoded_ms = wall_ms()
-        outputs = await asyncio.to_thread(self._govern_batch, batch)
+        outputs = await asyncio.to_thread(self._govern_batch, gov, batch, next_offsets)
         governed_ms = wall_ms()
         await self._publish(outputs, batch)
         if self.sink is not None:
@@ -200,54 +206,62 @@ class StreamWorker:
         st.bad_messages += batch.bad_messages
         st.rejected_rows += batch.rejected_rows
 
-    def _govern_batch(self, batch: DecodedBatch) -> Outputs:
-        outputs = Outputs()
+    def _govern_batch(
+        self, gov: WorkerGovernor, batch: DecodedBatch, next_offsets: dict[int, int]
+    ) -> Outputs:
         mono = mono_ms()
-        for p, cols in batch.events.items():
-            pg = self.governors.get(p)
-            assert pg is not None  # warmed up by the caller
-            outputs.add(pg.ingest(cols, mono), self.signing_key)
+        for p, next_offset in next_offsets.items():
+            gov.ingest(p, batch.events.get(p, EventColumns.empty()), next_offset, mono)
+        outputs = Outputs()
+        outputs.add(gov.advance(), self.signing_key)
         return outputs
 
-    async def _warm_up(
-        self, partition: int, first_offset: int, first_ts_ms: int
-    ) -> PartitionGovernor:
-        """A fresh governor for ``partition``, fed the log's recent past with outputs discarded."""
-        pg = self.governors.new(partition)
-        since_ms = first_ts_ms - self.timing.warmup_ms
+    async def _warm_up(self, first_offsets: dict[int, int]) -> WorkerGovernor:
+        """A fresh governor for every assigned partition, fed the log's recent past (outputs
+        discarded); ``first_offsets``: the first live offset of the partitions in this batch."""
+        topic, conf, timeout_ms = (
+            self.settings.topic_events,
+            self.kafka_conf,
+            self.config.warmup_timeout_ms,
+        )
+        partitions = self._assigned | set(first_offsets)
 
-        def replay() -> int:
+        def replay() -> tuple[WorkerGovernor, int]:
+            group = app_id(self.settings)
+            where = log_positions(conf, group, topic, partitions, first_offsets, timeout_ms)
+            starts = {p: pos.start for p, pos in where.items()}
+            wg = WorkerGovernor(self.governor_factory(), starts, mono_ms())
             n = 0
-            for cols in replay_partition(
-                self.kafka_conf,
-                self.settings.topic_events,
-                partition,
-                since_ms,
-                first_offset,
-                self.config.warmup_timeout_ms,
-            ):
-                pg.ingest(cols, mono_ms())  # outputs dropped: warm-up publishes nothing
-                n += len(cols)
-            return n
+            try:
+                for p, cols in replay_partitions(
+                    conf, topic, starts, self.timing.warmup_ms, timeout_ms
+                ):
+                    wg.governor.ingest(cols, source=p)
+                    wg.governor.advance()  # outputs dropped: warm-up publishes nothing
+                    n += len(cols)
+            except WarmupError as exc:
+                self.stats.warmup_failures += 1
+                log.warning("warm-up failed, going live with empty state: %s", exc)
+                wg, n = WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
+            for p, pos in where.items():
+                if pos.end <= pos.start:  # nothing to read: nothing to wait for until it speaks
+                    wg.set_idle(p)
+            return wg, n
 
         try:
-            replayed = await asyncio.to_thread(replay)
-        except WarmupError as exc:
+            wg, replayed = await asyncio.to_thread(replay)
+        except WarmupError as exc:  # offsets unreadable: go live, waiting for every partition
             self.stats.warmup_failures += 1
             log.warning("warm-up failed, going live with empty state: %s", exc)
-            pg = self.governors.new(partition)
-            replayed = 0
+            wg, replayed = (
+                WorkerGovernor(self.governor_factory(), dict.fromkeys(partitions, 0), mono_ms()),
+                0,
+            )
         self.stats.warmups += 1
         self.stats.warmup_events += replayed
-        log.info(
-            "%s[%d]: warm-up replayed %d events before offset %d",
-            self.settings.topic_events,
-            partition,
-            replayed,
-            first_offset,
-        )
-        self.governors.put(pg)
-        return pg
+        log.info("%s%s: warm-up replayed %d events", topic, sorted(partitions), replayed)
+        self.governor = wg
+        return wg
 
     # --- outputs ---
     async def _publish(self, outputs: Outputs, batch: DecodedBatch | None = None) -> None:
@@ -358,22 +372,23 @@ class StreamWorker:
             await self.app.crash(exc)
 
     async def _advance_idle(self) -> None:
-        """(Processing lock held.) Advance idle live partitions; publish and queue what closed."""
+        """(Processing lock held.) Mark idle partitions (no input, nothing left to read); when
+        all are idle and the traffic is live, advance by the wall clock; publish and queue what
+        closed."""
         self._idle_due = False
+        gov = self.governor
+        if gov is None:
+            return
         now, mono = wall_ms(), mono_ms()
         cfg = self.config
-        due: list[tuple[PartitionGovernor, int]] = []
-        for pg in self.governors:
-            wm = pg.idle_watermark(now, mono, self.timing, cfg.idle_after_ms, cfg.live_skew_ms)
-            if wm is not None:
-                due.append((pg, wm))
-        if not due:
+        marked = gov.mark_idle(mono, cfg.idle_after_ms, self._high_water)
+        wall_wm = gov.wall_watermark(now, self.timing, cfg.live_skew_ms)
+        if not marked and wall_wm is None:
             return
 
         def advance() -> Outputs:
             outputs = Outputs()
-            for pg, wm in due:
-                outputs.add(pg.governor.advance(wm), self.signing_key)
+            outputs.add(gov.governor.advance(wall_wm), self.signing_key)
             return outputs
 
         outputs = await asyncio.to_thread(advance)
@@ -398,10 +413,21 @@ class StreamWorker:
     ) -> None:
         assigned: set[Any] = args[0] if args else kw.get("assigned", set())
         topic = self.settings.topic_events
-        self._assigned = {tp.partition for tp in assigned if tp.topic == topic}
-        dropped = self.governors.keep_only(self._assigned)
-        if dropped:
-            log.info("%s: dropped state of partitions %s (reassigned)", topic, dropped)
+        async with self._guard():
+            self._assigned = {tp.partition for tp in assigned if tp.topic == topic}
+            if self.governor is not None and not self.governor.built_for(self._assigned):
+                # rebuilt, for the new set, on its first batch (see streams/warmup.py)
+                log.info("%s: assignment now %s; state dropped", topic, sorted(self._assigned))
+                self.governor = None
+
+    def _high_water(self, partition: int) -> int | None:
+        """The Faust consumer's last known high watermark of an events partition (None when it
+        has not fetched it yet, or is not running)."""
+        try:
+            hw = self.app.consumer.highwater(TP(self.settings.topic_events, partition))
+        except Exception:  # not assigned (any more), consumer stopped: unknown
+            return None
+        return None if hw is None else int(hw)
 
     async def _on_stop(self) -> None:
         async with self._guard():
