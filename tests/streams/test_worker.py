@@ -8,6 +8,7 @@ ones the core derives from the same log offline.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +195,9 @@ def test_restart_mid_stream_no_duplicate_directive_no_lost_event(
         wait_until(lambda: committed_total(settings) >= len(frames), 90, "all offsets committed")
     finally:
         assert second.stop() == 0, second.log_tail()
+    # the second worker rebuilt its state from the log before going live, for all partitions
+    replayed = re.findall(r"warm-up replayed (\d+) events", (tmp_path / "worker2.log").read_text())
+    assert replayed and int(replayed[0]) > 0
     live = [d for d in directives_on(settings) if d.action.type != "release"]
     assert live, "no directive issued"
     assert_one_episode_at_a_time(live)
