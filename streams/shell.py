@@ -50,7 +50,7 @@ from streams.outputs import (
 from streams.producer import OutputProducer
 from streams.sink import HistorySink, SinkConfig
 from streams.trace import Trace
-from streams.warmup import log_positions, replay_partitions
+from streams.warmup import live_starts, replay_partitions
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,8 @@ class StreamWorker:
 
         def replay() -> tuple[WorkerGovernor, int]:
             group = app_id(self.settings)
-            where = log_positions(conf, group, topic, partitions, first_offsets, timeout_ms)
-            starts = {p: pos.start for p, pos in where.items()}
+            starts = live_starts(conf, group, topic, partitions, first_offsets, timeout_ms)
+            log.info("%s: warm-up, live from offsets %s", topic, dict(sorted(starts.items())))
             wg = WorkerGovernor(self.governor_factory(), starts, mono_ms())
             n = 0
             try:
@@ -243,9 +243,6 @@ class StreamWorker:
                 self.stats.warmup_failures += 1
                 log.warning("warm-up failed, going live with empty state: %s", exc)
                 wg, n = WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
-            for p, pos in where.items():
-                if pos.end <= pos.start:  # nothing to read: nothing to wait for until it speaks
-                    wg.set_idle(p)
             return wg, n
 
         try:
@@ -413,12 +410,12 @@ class StreamWorker:
     ) -> None:
         assigned: set[Any] = args[0] if args else kw.get("assigned", set())
         topic = self.settings.topic_events
-        async with self._guard():
-            self._assigned = {tp.partition for tp in assigned if tp.topic == topic}
-            if self.governor is not None and not self.governor.built_for(self._assigned):
-                # rebuilt, for the new set, on its first batch (see streams/warmup.py)
-                log.info("%s: assignment now %s; state dropped", topic, sorted(self._assigned))
-                self.governor = None
+        # no await here: Faust waits for this handler before the consumer resumes fetching
+        self._assigned = {tp.partition for tp in assigned if tp.topic == topic}
+        if self.governor is not None and not self.governor.built_for(self._assigned):
+            # rebuilt, for the new set, on its first batch (see streams/warmup.py)
+            log.info("%s: assignment now %s; state dropped", topic, sorted(self._assigned))
+            self.governor = None
 
     def _high_water(self, partition: int) -> int | None:
         """The Faust consumer's last known high watermark of an events partition (None when it

@@ -21,10 +21,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from schemas.columns import EventColumns
 from schemas.frames import decode_message
@@ -33,14 +40,6 @@ from streams.errors import WarmupError
 log = logging.getLogger(__name__)
 
 REPLAY_CHUNK_ROWS: Final = 50_000
-
-
-@dataclass(frozen=True, slots=True)
-class LogPosition:
-    """Where live consumption of a partition starts, and where its log ends now."""
-
-    start: int  # first offset live consumption ingests
-    end: int  # the partition's high watermark when asked
 
 
 def _consumer(kafka_conf: dict[str, str], group_id: str) -> Consumer:
@@ -55,32 +54,48 @@ def _consumer(kafka_conf: dict[str, str], group_id: str) -> Consumer:
     )
 
 
-def log_positions(
+def live_starts(
     kafka_conf: dict[str, str],
     group_id: str,
     topic: str,
     partitions: Iterable[int],
     known_starts: dict[int, int],
     timeout_ms: int = 30_000,
-) -> dict[int, LogPosition]:
-    """Start (``known_starts``, else ``group_id``'s committed offset, else the log start) and
-    current end of every partition. Reads the group's offsets without joining the group."""
+) -> dict[int, int]:
+    """Where live consumption of each partition starts: ``known_starts``, else ``group_id``'s
+    committed offset, else the log start.
+
+    The group's offsets are read with the admin API, never by a consumer configured with the
+    group's id: such a consumer takes part in the group's coordination, and Tansu then stalls
+    the group's members after a rebalance (seen in the two-worker test).
+    """
     parts = sorted(set(partitions) | set(known_starts))
     timeout_s = timeout_ms / 1000
-    consumer = _consumer(kafka_conf, group_id)
+    ask = [TopicPartition(topic, p) for p in parts if p not in known_starts]
     try:
-        ask = [TopicPartition(topic, p) for p in parts if p not in known_starts]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(ask, timeout=timeout_s)}
-        out: dict[int, LogPosition] = {}
-        for p in parts:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            start = known_starts.get(p, committed.get(p, -1))
-            out[p] = LogPosition(start=start if start >= 0 else low, end=high)
-        return out
-    except KafkaException as exc:
+        committed: dict[int, int] = {}
+        if ask:
+            admin = AdminClient(dict(kafka_conf))
+            request = [ConsumerGroupTopicPartitions(group_id, ask)]
+            futures = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)
+            answer = futures[group_id].result(timeout=timeout_s)
+            committed = {tp.partition: tp.offset for tp in answer.topic_partitions or []}
+        consumer = _consumer(kafka_conf, f"flyball-warmup-{topic}")
+        try:
+            out: dict[int, int] = {}
+            for p in parts:
+                start = known_starts.get(p, committed.get(p, -1))
+                if start < 0:
+                    low, _ = consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=timeout_s
+                    )
+                    start = low
+                out[p] = start
+            return out
+        finally:
+            consumer.close()
+    except (KafkaException, TimeoutError) as exc:
         raise WarmupError(f"offsets of {topic}{parts}: {exc}") from exc
-    finally:
-        consumer.close()
 
 
 def replay_partitions(

@@ -204,3 +204,53 @@ def test_restart_mid_stream_no_duplicate_directive_no_lost_event(
     h = query_history(settings, {"events": "SELECT uniqExact(event_id) FROM {db}.events"})
     assert h["events"][0][0] == len(events)
     assert np.unique(events.event_id).size == len(events)
+
+
+def test_second_worker_joins_mid_stream_partitions_split_nothing_lost(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A live rebalance: a second worker joins the group while the first is busy. Each rebuilds
+    its state for the partitions it now owns; no event is lost, no episode is doubled."""
+    settings = make_settings(broker, tmp_path)
+    # the second worker has its own history (chDB locks its directory to one process)
+    settings2 = settings.model_copy(
+        update={"clickhouse_dsn": f"chdb://{tmp_path / 'history2'}", "data_dir": tmp_path / "d2"}
+    )
+    events = traffic(seed=7)
+    frames = frames_in_time_order(events)
+    third = len(frames) // 3
+    produce(settings, settings.topic_events, frames[:third])
+    first = WorkerProcess(settings, sink=True, log_path=tmp_path / "worker1.log")
+    second: WorkerProcess | None = None
+    try:
+        wait_until(lambda: committed_total(settings) >= third // 2, 60, "first worker progress")
+        second = WorkerProcess(settings2, sink=True, log_path=tmp_path / "worker2.log")
+        produce(settings, settings.topic_events, frames[third : 2 * third])
+        log2 = tmp_path / "worker2.log"
+        # joined and assigned (it warms up on its first batch, which may come with the last third)
+        wait_until(lambda: "newly assigned" in log2.read_text(), 90, "second worker assigned")
+        produce(settings, settings.topic_events, frames[2 * third :])
+        wait_until(lambda: committed_total(settings) >= len(frames), 120, "all offsets committed")
+    finally:
+        rc2 = second.stop() if second is not None else 0
+        rc1 = first.stop()
+    logs = first.log_tail() + "\n---\n" + (second.log_tail() if second else "")
+    assert (rc1, rc2) == (0, 0), logs
+    warmups = re.compile(r"\.events\[([\d, ]+)\]: warm-up")
+    owned = {
+        name: [set(map(int, re.findall(r"\d+", m)))
+               for m in warmups.findall((tmp_path / name).read_text())]
+        for name in ("worker1.log", "worker2.log")
+    }  # fmt: skip
+    # worker 1 started with all 4 partitions, then kept a part; worker 2 took the rest
+    assert owned["worker1.log"][0] == {0, 1, 2, 3}
+    assert owned["worker2.log"] and owned["worker2.log"][-1]
+    assert owned["worker1.log"][-1].isdisjoint(owned["worker2.log"][-1])
+    ids: set[str] = set()
+    for s in (settings, settings2):
+        rows = query_history(s, {"ids": "SELECT DISTINCT event_id FROM {db}.events"})["ids"]
+        ids |= {r[0] for r in rows}
+    assert ids == set(events.event_id.tolist())
+    live = [d for d in directives_on(settings) if d.action.type != "release"]
+    assert live, "no directive issued"
+    assert_one_episode_at_a_time(live)
