@@ -38,6 +38,7 @@ from detectors.layout import (
     REJECTED,
     RETRIES,
     ROOT_INTENTS,
+    ROOT_SUCCESSES,
     SUB_REQUESTS,
     SUCCESSES,
     TIMEOUTS,
@@ -117,6 +118,7 @@ def event_columns_matrix(events: EventColumns) -> I64:
     out[:, REJECTED] = ~ran
     out[:, ROOT_INTENTS] = first & (depth == 0)
     out[:, SUB_REQUESTS] = first & (depth > 0)
+    out[:, ROOT_SUCCESSES] = (status == STATUS_OK) & (depth == 0)
     out[:, LATENCY_SUM_MS] = np.where(ran, lat, 0)
     out[:, LATENCY_COUNT] = ran
     out[:, DEPTH_SUM] = np.where(first, depth, 0)
@@ -155,6 +157,7 @@ def group_sums(events: EventColumns, inv: I64, g: int) -> I64:
     out[:, REJECTED] = out[:, ATTEMPTS] - out[:, LATENCY_COUNT]
     out[:, ROOT_INTENTS] = count(first & (depth == 0))
     out[:, SUB_REQUESTS] = count(first & (depth > 0))
+    out[:, ROOT_SUCCESSES] = count((status == STATUS_OK) & (depth == 0))
     total(LATENCY_SUM_MS, np.where(ran, lat, 0))
     total(DEPTH_SUM, np.where(first, depth, 0))
     total(TOKENS, events.tokens_in.astype(np.int64) + events.tokens_out.astype(np.int64))

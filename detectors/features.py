@@ -4,15 +4,24 @@ Feature names (``FeatureRecord.values``); counts are over the horizon, rates per
 
 - ``attempts``, ``first_attempts`` (attempt == 0: intents entering), ``retries``, ``successes``,
   ``errors``, ``timeouts``, ``rejected`` (refused by a directive), ``root_intents`` (depth 0 first
-  attempts: one per root intent), ``sub_requests`` (depth >= 1 first attempts)
+  attempts: one per root intent), ``sub_requests`` (depth >= 1 first attempts),
+  ``root_successes`` (depth 0 attempts that returned ok, whichever attempt it was)
 - ``attempt_rate_per_s``, ``intent_rate_per_s`` (first attempts/s), ``throughput_per_s`` (ok/s)
 - ``error_fraction`` ((errors + timeouts) / attempts that ran), ``retry_fraction``
 - ``latency_mean_ms``, ``latency_p50_ms``, ``latency_p95_ms``, ``latency_p99_ms`` (from a fixed
   log-spaced histogram, mergeable; ~±15 % resolution)
 - ``in_flight``: Little's law, completion rate x mean latency = latency-ms summed / horizon-ms
 - ``amplification``: attempts per first attempt (1 = no retries)
-- ``fanout``: first attempts per root intent (requests per root intent), ``depth_mean``,
-  ``depth_max``, ``tokens_per_intent`` (tokens per root intent)
+- ``fanout``: distinct requests per root intent, ``(roots + sub_requests) / roots``, and
+  ``depth_mean``: mean depth of those requests, ``depth_sum / (roots + sub_requests)``; retries
+  never count (requests are counted at their first attempt). ``roots`` is ``max(root_intents,
+  root_successes)``: sub-requests follow either their root's first attempt or the root attempt
+  that returned (an agent acts on the answer). When a retry storm drains, old intents' roots
+  return on a retry and spawn their sub-requests now, long after their first attempts were
+  counted; counting those roots again as they return (once each: a request returns ok once)
+  keeps the ratio per intent, where first attempts alone would read the drain as fan-out. In
+  steady traffic ``root_successes <= root_intents`` and nothing changes.
+- ``depth_max``, ``tokens_per_intent`` (tokens per root intent)
 - ``distinct_agents``: HyperLogLog estimate (64 registers, ~13 % error), mergeable by ``max``
 - ``retry_coherence`` in [0, 1]: how concentrated retries are in time over the horizon's buckets:
   one minus the normalised effective number of occupied buckets (participation ratio of the
@@ -45,6 +54,7 @@ from detectors.layout import (
     REJECTED,
     RETRIES,
     ROOT_INTENTS,
+    ROOT_SUCCESSES,
     SUB_REQUESTS,
     SUCCESSES,
     TIMEOUTS,
@@ -64,6 +74,7 @@ COUNT_FEATURES: Final = {
     "rejected": REJECTED,
     "root_intents": ROOT_INTENTS,
     "sub_requests": SUB_REQUESTS,
+    "root_successes": ROOT_SUCCESSES,
 }
 
 
@@ -90,8 +101,10 @@ def core(sums: I64, horizon_ms: int) -> Features:
     out["latency_mean_ms"] = ratio(s[:, LATENCY_SUM_MS], ran)
     out["in_flight"] = s[:, LATENCY_SUM_MS] / horizon_ms
     out["amplification"] = ratio(s[:, ATTEMPTS], first, empty=1.0)
-    out["fanout"] = ratio(first, s[:, ROOT_INTENTS], empty=1.0)
-    out["depth_mean"] = ratio(s[:, DEPTH_SUM], first)
+    roots = np.maximum(s[:, ROOT_INTENTS], s[:, ROOT_SUCCESSES])
+    requests = roots + s[:, SUB_REQUESTS]
+    out["fanout"] = ratio(requests, roots, empty=1.0)
+    out["depth_mean"] = ratio(s[:, DEPTH_SUM], requests)
     out["tokens_per_intent"] = ratio(s[:, TOKENS], s[:, ROOT_INTENTS])
     return out
 

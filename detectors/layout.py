@@ -34,7 +34,8 @@ LATENCY_SUM_MS: Final = 9  # over attempts that ran (not rejected)
 LATENCY_COUNT: Final = 10
 DEPTH_SUM: Final = 11  # over first attempts
 TOKENS: Final = 12  # tokens_in + tokens_out
-N_SCALAR: Final = 13
+ROOT_SUCCESSES: Final = 13  # depth == 0 and status ok, any attempt: root requests that returned
+N_SCALAR: Final = 14
 
 # Latency histogram: bin 0 is [0, 1) ms, bins 1..38 are log-spaced up to 120 s, bin 39 is >= 120 s.
 LATENCY_EDGES_MS: Final = np.geomspace(1.0, 120_000.0, 39)

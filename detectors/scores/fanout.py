@@ -1,6 +1,9 @@
 """Fan-out amplification: requests per root intent, or tree depth, growing vs the baseline.
 
-Runs on tenant keys (a tenant's intents across endpoints). Score =
+Runs on tenant keys (a tenant's intents across endpoints). Retries are not fan-out: both
+features count each request once, and count roots as they enter or as they answer, whichever is
+more (``fanout`` in detectors/features.py), so a retry backlog draining (old intents' roots
+answering on a retry and spawning their sub-requests late) does not read as fan-out. Score =
 max(ramp(fanout / baseline, grow_lo, grow_hi) x z-gate(fanout),
     ramp(depth_mean - baseline, depth_lo, depth_hi) x z-gate(depth)) x evidence-gate(root intents).
 """
