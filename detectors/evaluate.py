@@ -97,6 +97,7 @@ def detector_inputs(
     f["endpoint_latency_mean_ms"] = f["latency_mean_fast_ms"][idx.endpoint_row]
     f["endpoint_error_fraction"] = f["error_fraction"][idx.endpoint_row]
     f["endpoint_attempts"] = f["attempts"][idx.endpoint_row]
+    f["endpoint_row"] = idx.endpoint_row.astype(np.float64)  # pair -> its endpoint's row
     assert store.next_bucket is not None
     f["mature"] = (store.next_bucket - store.first_bucket >= hb0).astype(np.float64)
     return f

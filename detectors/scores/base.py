@@ -3,8 +3,9 @@
 ``update_many(features)`` scores every key (one value per key in each feature array) against the
 baselines learned so far, then learns from the keys that are (a) active (``attempts > 0``), (b)
 mature (their short window is fully covered) and (c) not anomalous (score below
-``learn_below``: the baseline is protected from the anomaly it scores). Keys that have learned
-fewer than ``warmup`` samples score 0. High score = anomalous, always in [0, 1].
+``learn_below``: the baseline is protected from the anomaly it scores). Keys that are not ready
+score 0: by default inactive keys and those that have learned fewer than ``warmup`` samples
+(``_ready`` and ``_may_learn`` may be overridden). High score = anomalous, always in [0, 1].
 
 A subclass declares ``name``, ``inputs`` (the features it reads), ``baselines`` (the features it
 learns) and implements ``_score``. State is a set of ``Ewma`` arrays aligned with the keys;
@@ -121,12 +122,29 @@ class Detector(ABC, Generic[C]):
         raw = _clip(raw, 0.0, 1.0)
         raw[np.isnan(raw)] = 0.0  # np.nan_to_num: no infinities are left after the clip
         active = (x["attempts"] > 0) & (x["mature"] > 0)
-        ready = self.learned[:k] >= self.config.warmup
-        score = np.where(active & ready, raw, 0.0)
+        ready = self._ready(x, k, active)
+        score = np.where(ready, raw, 0.0)
         learn = active & (~ready | (raw < self.config.learn_below))
+        may_learn = self._may_learn(x, k)
+        if may_learn is not None:
+            learn &= may_learn
         for b in self.baselines:
             self.state[b].update(values[b], learn)
         return Scored(score, evidence)
+
+    def _ready(self, x: Mapping[str, F64], k: int, active: np.ndarray) -> np.ndarray:
+        """Keys that score at this evaluation (bool per key): by default the ``active`` keys
+        that have learned ``warmup`` samples. A detector whose keys can borrow mature evidence
+        from a related key (contention: a new pair from its endpoint) may widen this. Ready keys
+        learn only while they score below ``learn_below``; active keys that are not ready learn
+        unprotected."""
+        ready: np.ndarray = active & (self.learned[:k] >= self.config.warmup)
+        return ready
+
+    def _may_learn(self, x: Mapping[str, F64], k: int) -> np.ndarray | None:
+        """Keys that may learn at this evaluation at all (bool per key; None: no restriction,
+        the default), on top of the rule above."""
+        return None
 
     @abstractmethod
     def _score(self, x: Mapping[str, F64]) -> tuple[F64, dict[str, F64], dict[str, F64]]:

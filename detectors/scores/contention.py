@@ -10,6 +10,27 @@ Runs on endpoint x tenant keys. Score = contended x over x grown, where
   than it normally has. Proportional (organic) growth keeps shares, so it never scores;
 - a z-gate on the share against binomial noise over the endpoint's attempts (few events prove
   nothing).
+
+**Newcomers.** A tenant new to an endpoint has no history there, but the endpoint has. With the
+optional feature ``endpoint_row`` (each key's endpoint row; own row for other keys) a pair row
+scores as soon as its endpoint is ready (learned ``warmup`` samples, window covered), from its
+first event; it learns once its own window is covered, and then only while it scores low, like
+any ready key. Its baselines lean on priors, weighted by ``w = learned / warmup`` (1 once the
+pair has learned ``warmup`` samples: established pairs score exactly as before):
+
+- share baseline ``w x own + (1 - w) x 0``: a tenant that was not on the endpoint had share 0,
+  so taking most of it *is* growth (from nothing to something is full growth);
+- endpoint latency baseline ``w x own + (1 - w) x the endpoint row's``: the endpoint's own
+  mature baseline says whether it is contended now;
+- the z-gate's null share ``w x own + (1 - w) x fair``: what a newcomer must prove against
+  binomial noise is that it takes more than a fair share (an ordinary arrival takes about that).
+
+Endpoint rows score the worst of their pairs (not acted on: contention acts on pairs), so the
+endpoint's latency baseline, which newcomers borrow, is protected from the contention it scores.
+A newcomer does not learn while directives reject some of its attempts (optional feature
+``rejected``): throttled, a flood looks calm, and ``warmup`` calm samples would establish it as
+its normal share. Without ``endpoint_row`` every key is its own endpoint (key-local, as for any
+detector).
 """
 
 from __future__ import annotations
@@ -37,6 +58,14 @@ class ContentionConfig(DetectorConfig):
     share_floor: float = 0.02  # std floor of the share (absolute)
 
 
+def endpoint_rows(x: Mapping[str, F64], k: int) -> np.ndarray:
+    """Each key's endpoint row (``endpoint_row`` feature), or its own row without it."""
+    rows = x.get("endpoint_row")
+    if rows is None:
+        return np.arange(k)
+    return rows.astype(np.intp)
+
+
 class Contention(Detector[ContentionConfig]):
     name = "contention"
     inputs = (
@@ -49,31 +78,63 @@ class Contention(Detector[ContentionConfig]):
     baselines = ("share", "endpoint_log_latency")
     config_type = ContentionConfig
 
+    def _ready(self, x: Mapping[str, F64], k: int, active: np.ndarray) -> np.ndarray:
+        """A key with traffic scores when it or its endpoint has learned ``warmup`` samples and
+        its endpoint's window is covered: a new pair's own window is not (its first second),
+        but the tenant's share of the endpoint over it is exact (it had none before)."""
+        ep = endpoint_rows(x, k)
+        n = self.learned[:k]
+        covered = (x["attempts"] > 0) & (x["mature"][ep] > 0)
+        ready: np.ndarray = covered & (np.maximum(n, n[ep]) >= self.config.warmup)
+        return ready
+
+    def _may_learn(self, x: Mapping[str, F64], k: int) -> np.ndarray | None:
+        """A newcomer pair does not learn while directives reject some of its attempts: the calm
+        that throttling it buys says nothing of its normal share, and a newcomer's first samples
+        *become* its baseline (an established one moves at the EWMA pace: left as it was)."""
+        rejected = x.get("rejected")
+        if rejected is None:
+            return None
+        ep = endpoint_rows(x, k)
+        newcomer = (ep != np.arange(k)) & (self.learned[:k] < self.config.warmup)
+        may: np.ndarray = ~(newcomer & (rejected > 0))
+        return may
+
     def _score(self, x: Mapping[str, F64]) -> tuple[F64, dict[str, F64], dict[str, F64]]:
         c = self.config
         share = x["tenant_share"]
         n = x["active_tenants"]
+        k = share.shape[0]
+        ep = endpoint_rows(x, k)
+        is_pair = ep != np.arange(k)
+        # weight of the pair's own history (1: established; non-pair rows always 1)
+        learned = self.learned[:k].astype(np.float64)
+        w = np.minimum(learned / c.warmup, 1.0) if c.warmup > 0 else np.ones(k)
+        w = np.where(is_pair, w, 1.0)
+        prior = 1.0 - w
         fair = ratio(np.ones_like(n), n, empty=1.0)
         over = ratio(share - fair, 1.0 - fair)
         log_lat = np.log(np.maximum(x["endpoint_latency_mean_ms"], 0.1))
-        lat_ratio = np.exp(log_lat - self.state["endpoint_log_latency"].mean)
+        lat_base = self.state["endpoint_log_latency"].mean
+        lat_ratio = np.exp(log_lat - (w * lat_base + prior * lat_base[ep]))
         contended = np.maximum(
             ramp(lat_ratio, c.lat_lo, c.lat_hi),
             ramp(x["endpoint_error_fraction"], c.err_lo, c.err_hi),
         )
-        base_share = self.state["share"].mean
-        growth = ratio(share, base_share, empty=1.0)
+        own_share = self.state["share"].mean
+        base_share = w * own_share  # + prior x 0: a newcomer had none of the endpoint
+        grown = ramp(ratio(share, base_share, empty=1.0), c.grow_lo, c.grow_hi)
+        grown[(base_share <= 0.0) & (share > 0.0)] = 1.0
+        null = w * own_share + prior * fair
         # binomial noise of a share measured over n attempts: sqrt(p (1 - p) / n)
-        noise = np.sqrt(
-            ratio(base_share * (1.0 - base_share), x["endpoint_attempts"]) + c.share_floor**2
-        )
-        z = (share - base_share) / noise
-        raw = (
-            contended
-            * ramp(over, c.over_lo, c.over_hi)
-            * ramp(growth, c.grow_lo, c.grow_hi)
-            * self._gate(z)
-        )
+        noise = np.sqrt(ratio(null * (1.0 - null), x["endpoint_attempts"]) + c.share_floor**2)
+        z = (share - null) / noise
+        raw = contended * ramp(over, c.over_lo, c.over_hi) * grown * self._gate(z)
+        pairs = np.flatnonzero(is_pair)
+        if pairs.size:  # an endpoint row scores its worst pair (protects its baselines)
+            worst = np.zeros(k)
+            np.maximum.at(worst, ep[pairs], raw[pairs])
+            raw = np.where(is_pair, raw, np.maximum(raw, worst))
         evidence = {
             "tenant_share": share,
             "fair_share": fair,
@@ -82,5 +143,6 @@ class Contention(Detector[ContentionConfig]):
             "active_tenants": n,
             "endpoint_latency_ratio": lat_ratio,
             "endpoint_error_fraction": x["endpoint_error_fraction"],
+            "history_weight": w,
         }
         return raw, evidence, {"share": share, "endpoint_log_latency": log_lat}
