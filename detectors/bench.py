@@ -9,6 +9,7 @@ completion-ordered, ~5000 events per second of event time), fed in 5000-event ba
 from __future__ import annotations
 
 import time
+import zlib
 
 import numpy as np
 
@@ -85,6 +86,59 @@ def run_core_bench(n_events: int = 400_000) -> dict[str, float]:
         "keys": float(len(gov._store)),
         "feature_records": float(n_features),
     }
+
+
+def run_sources_bench(
+    n_events: int = 1_000_000, partitions: int = 4, events_per_s: int = 16_000
+) -> dict[str, float]:
+    """One governor with a source per partition against one governor per partition, on the
+    same events (split by endpoint, as the events topic is keyed), fed in the same chunks.
+
+    A governor's cost is per event and per closed bucket; per-partition governors pay the
+    per-bucket work once per partition. ``worker_vs_partition_governors`` is the speed ratio.
+    """
+    events = synthetic_events(n_events, events_per_s=events_per_s)
+    part = np.array([zlib.crc32(str(e).encode()) % partitions for e in events.endpoint])
+    parts = [events.take(np.flatnonzero(part == p)) for p in range(partitions)]
+    chunk = BATCH // partitions
+    steps = [
+        (p, lo)
+        for lo in range(0, max(len(x) for x in parts), chunk)
+        for p in range(partitions)
+        if lo < len(parts[p])
+    ]
+    clock = time.perf_counter
+
+    def feed(govs: list[Governor], one: bool) -> tuple[float, int]:
+        directives = 0
+        t0 = clock()
+        for p, lo in steps:
+            x = parts[p]
+            batch = x.take(np.arange(lo, min(lo + chunk, len(x))))
+            gov = govs[0] if one else govs[p]
+            gov.ingest(batch, source=p) if one else gov.ingest(batch)
+            directives += len(gov.advance().directives)
+        return clock() - t0, directives
+
+    per_partition_s, d_per = feed([Governor() for _ in range(partitions)], one=False)
+    worker = Governor()
+    for p in range(partitions):
+        worker.expect(p)
+    worker_s, d_worker = feed([worker], one=True)
+    return {
+        "events": float(n_events),
+        "partitions": float(partitions),
+        "partition_governors_events_per_s": n_events / per_partition_s,
+        "worker_governor_events_per_s": n_events / worker_s,
+        "worker_vs_partition_governors": per_partition_s / worker_s,
+        "directives_partition_governors": float(d_per),
+        "directives_worker_governor": float(d_worker),
+    }
+
+
+def run_bench() -> dict[str, dict[str, float]]:
+    """``flyball bench core``: the core alone, then its use by a worker."""
+    return {"core": run_core_bench(), "sources": run_sources_bench()}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""``flyball bench {pipeline,loop,gateway}``: benchmarks printing JSON (ratios within one run)."""
+"""``flyball bench {pipeline,loop,gateway,core}``: benchmarks printing JSON (ratios in one run)."""
 
 from __future__ import annotations
 
@@ -25,4 +25,14 @@ def run_bench(which: str, settings: Settings, as_json: bool) -> int:
             print("flyball bench gateway (per-call costs; one run, one machine)")
         print(json.dumps(result, indent=None if as_json else 2))
         return 0
-    raise ConfigError(f"unknown benchmark {which!r} (pipeline, loop or gateway)")
+    if which == "core":
+        import json
+
+        from detectors.bench import run_bench as run_core
+
+        core = run_core()
+        if not as_json:
+            print("flyball bench core (the functional core alone; one run, one machine)")
+        print(json.dumps(core, indent=None if as_json else 2))
+        return 0
+    raise ConfigError(f"unknown benchmark {which!r} (pipeline, loop, gateway or core)")

@@ -159,8 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(handler=_cmd_replay)
 
-    p = sub.add_parser("bench", help="benchmarks with JSON output (ratios within one run)")
-    p.add_argument("which", choices=("pipeline", "loop", "gateway"))
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks with JSON output (ratios within one run)",
+        description="pipeline: worker end to end vs a raw consumer and a naive Faust agent; "
+        "loop: retry-storm onset to directive at a gateway; gateway: SDK per-call costs; "
+        "core: the detectors alone, and one governor per worker vs one per partition",
+    )
+    p.add_argument("which", choices=("pipeline", "loop", "gateway", "core"))
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(handler=_cmd_bench)
     return parser

@@ -135,3 +135,17 @@ def test_snapshot_keeps_the_sources() -> None:
     assert back.sources == gov.sources == {3: EPOCH_MS + 990, 4: None, 5: None}
     back.advance()
     assert back.watermark_ms is None  # source 4 still holds it
+
+
+def test_sources_bench_reports_both_layouts() -> None:
+    """``flyball bench core``'s comparison runs and reports what it measured (no timing
+    assertion: speed targets live in the benchmark's output, not in unit tests)."""
+    from detectors.bench import run_sources_bench
+
+    result = run_sources_bench(n_events=20_000, partitions=3, events_per_s=4_000)
+    assert result["events"] == 20_000 and result["partitions"] == 3
+    for key in ("partition_governors_events_per_s", "worker_governor_events_per_s"):
+        assert result[key] > 0
+    assert result["worker_vs_partition_governors"] == pytest.approx(
+        result["worker_governor_events_per_s"] / result["partition_governors_events_per_s"]
+    )
