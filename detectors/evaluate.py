@@ -88,6 +88,7 @@ def detector_inputs(
         fast[:, :, LATENCY_SUM_MS].sum(axis=1).astype(np.float64), fast_count
     )
     f["latency_count_fast"] = fast_count
+    f["completion_rate_fast_per_s"] = fast_count * (1000.0 / (fast_buckets * bucket_ms))
     f["retry_coherence"] = retry_coherence(store.ring_sum[:, store.recent(hb0), RETRIES])
     long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
     share, active, shift = tenant_context(

@@ -55,7 +55,7 @@ from schemas.records import FeatureRecord, ScoreRecord
 
 __all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
 
-_SNAPSHOT_VERSION: Final = 4  # 2: storm baseline; 3: per-source watermarks; 4: ROOT_SUCCESSES
+_SNAPSHOT_VERSION: Final = 4  # 2: storm baseline; 3: sources; 4: ROOT_SUCCESSES, saturation load
 # detector -> key kinds it acts on (and reports scores for)
 ACTING_KIND: Final[dict[str, str]] = {
     "retry_storm": KIND_ENDPOINT,
