@@ -54,7 +54,7 @@ def fetch_wait_from_env(default: int = DEFAULT_FETCH_WAIT_MS) -> int:
 class AppTuning:
     """Faust settings the worker shell chooses (not user-facing settings)."""
 
-    stream_buffer_maxsize: int = 256  # messages (frames) buffered per agent before fetch pauses
+    stream_buffer_maxsize: int = 1024  # messages (frames) buffered per agent before fetch pauses
     commit_interval_ms: int = 1_000  # Faust commits acked offsets at this period
     heartbeat_interval_ms: int = 1_000
     consumer_max_fetch_size: int = 8 * 1024 * 1024

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 class WorkerConfig:
     """The shell's tuning. Times in ms."""
 
-    take_max_messages: int = 64  # frames per batch (~32k events at 500 per frame)
+    take_max_messages: int = 256  # frames per batch (fewer, larger batches: less per-batch cost)
     take_within_ms: int = 50  # a partial batch is processed after this long
     tick_ms: int = 200  # idle watermarks and due checkpoints
     heartbeat_ms: int = 1_000
