@@ -60,8 +60,8 @@ def _max_axis1(a: np.ndarray) -> np.ndarray:
 class Partial:
     """Open (not yet closed) aggregates: one row per (bucket, key) group of some batch.
 
-    Rows of the same (bucket, key) may repeat (several batches); they are combined on close.
-    ``merge`` concatenates, so the aggregates of two partitions combine exactly.
+    Rows of the same (bucket, key) may repeat (several batches or sources); they are combined
+    exactly (sums, maxes, HyperLogLog registers) when their bucket closes.
     """
 
     n_sum: int
@@ -85,29 +85,6 @@ class Partial:
 
     def __len__(self) -> int:
         return int(self.bucket.shape[0])
-
-    def merge(self, other: Partial) -> Partial:
-        """A new partial holding both (keys unified)."""
-        index = {k: i for i, k in enumerate(self.keys)}
-        keys = list(self.keys)
-        remap = np.empty(len(other.keys), dtype=np.int64)
-        for j, k in enumerate(other.keys):
-            i = index.get(k)
-            if i is None:
-                i = index[k] = len(keys)
-                keys.append(k)
-            remap[j] = i
-        return Partial(
-            self.n_sum,
-            self.n_max,
-            self.hll_m,
-            keys,
-            np.concatenate([self.bucket, other.bucket]),
-            np.concatenate([self.key_idx, remap[other.key_idx]]),
-            np.concatenate([self.sums, other.sums]),
-            np.concatenate([self.maxes, other.maxes]),
-            np.concatenate([self.hll, other.hll]),
-        )
 
 
 class WindowStore:

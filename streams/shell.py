@@ -9,11 +9,11 @@ Faust's consumer commits acked offsets only (``broker_commit_interval``, and on 
 See ``streams/README.md``.
 
 Two locks. The *processing* lock covers what touches the governor and the pending outputs (a
-batch's decode → ingest → publish → queue, the timer's idle advance, a rebuild on assignment); it
-is never held across a flush. The *checkpoint* lock serializes checkpoints; a checkpoint takes
-its snapshot (held messages, pending history rows) synchronously, so it covers exactly the
-batches fully processed before it began, and batches processed while it flushes wait for the
-next one.
+batch's decode → ingest → publish → queue, the timer's idle advance, and the rebuild after an
+assignment, which the agent does on its first batch); it is never held across a flush. The
+*checkpoint* lock serializes checkpoints; a checkpoint takes its snapshot (held messages, pending
+history rows) synchronously, so it covers exactly the batches fully processed before it began,
+and batches processed while it flushes wait for the next one.
 """
 
 from __future__ import annotations
@@ -219,41 +219,30 @@ class StreamWorker:
     async def _warm_up(self, first_offsets: dict[int, int]) -> WorkerGovernor:
         """A fresh governor for every assigned partition, fed the log's recent past (outputs
         discarded); ``first_offsets``: the first live offset of the partitions in this batch."""
-        topic, conf, timeout_ms = (
-            self.settings.topic_events,
-            self.kafka_conf,
-            self.config.warmup_timeout_ms,
-        )
+        topic, conf = self.settings.topic_events, self.kafka_conf
+        timeout_ms = self.config.warmup_timeout_ms
         partitions = self._assigned | set(first_offsets)
 
         def replay() -> tuple[WorkerGovernor, int]:
-            group = app_id(self.settings)
-            starts = live_starts(conf, group, topic, partitions, first_offsets, timeout_ms)
-            log.info("%s: warm-up, live from offsets %s", topic, dict(sorted(starts.items())))
-            wg = WorkerGovernor(self.governor_factory(), starts, mono_ms())
-            n = 0
+            starts = dict.fromkeys(partitions, 0)  # unknown: every live message counts as new
             try:
+                group = app_id(self.settings)
+                starts = live_starts(conf, group, topic, partitions, first_offsets, timeout_ms)
+                log.info("%s: warm-up, live from offsets %s", topic, dict(sorted(starts.items())))
+                wg, n = WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
                 for p, cols in replay_partitions(
                     conf, topic, starts, self.timing.warmup_ms, timeout_ms
                 ):
                     wg.governor.ingest(cols, source=p)
                     wg.governor.advance()  # outputs dropped: warm-up publishes nothing
                     n += len(cols)
+                return wg, n
             except WarmupError as exc:
                 self.stats.warmup_failures += 1
                 log.warning("warm-up failed, going live with empty state: %s", exc)
-                wg, n = WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
-            return wg, n
+                return WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
 
-        try:
-            wg, replayed = await asyncio.to_thread(replay)
-        except WarmupError as exc:  # offsets unreadable: go live, waiting for every partition
-            self.stats.warmup_failures += 1
-            log.warning("warm-up failed, going live with empty state: %s", exc)
-            wg, replayed = (
-                WorkerGovernor(self.governor_factory(), dict.fromkeys(partitions, 0), mono_ms()),
-                0,
-            )
+        wg, replayed = await asyncio.to_thread(replay)
         self.stats.warmups += 1
         self.stats.warmup_events += replayed
         log.info("%s%s: warm-up replayed %d events", topic, sorted(partitions), replayed)
@@ -410,7 +399,8 @@ class StreamWorker:
     ) -> None:
         assigned: set[Any] = args[0] if args else kw.get("assigned", set())
         topic = self.settings.topic_events
-        # no await here: Faust waits for this handler before the consumer resumes fetching
+        # no await here: awaiting the processing lock in this handler stalled the group after a
+        # rebalance (tests/streams/test_worker.py, the two-worker test); the agent rebuilds
         self._assigned = {tp.partition for tp in assigned if tp.topic == topic}
         if self.governor is not None and not self.governor.built_for(self._assigned):
             # rebuilt, for the new set, on its first batch (see streams/warmup.py)
