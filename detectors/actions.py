@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detectors import laws
 from detectors.config import ActionConfig
 from detectors.features import Features
 from detectors.layout import I64, KIND_PAIR, N_PRIORITIES, PRIO0
 from detectors.policy import Planned
-from detectors.scores import Scored
+from detectors.scores import OverloadConfig, Scored
 from detectors.windows import Key
 from schemas.directive import Action, Scope
 
@@ -79,6 +80,57 @@ def storm(ctx: EvalContext, cfg: ActionConfig, row: int, key: Key) -> list[Plann
             )
         )
     return out
+
+
+def overload(ctx: EvalContext, cfg: ActionConfig, ocfg: OverloadConfig, row: int,
+             key: Key) -> list[Planned]:
+    """Admit about the capacity, lowest priorities first (``laws.admission_rate``).
+
+    ``a = capacity x (1 + (target wait - wait) / horizon)`` is what the endpoint may be offered;
+    the constrained class is the fewest lowest priorities whose demand covers the excess
+    ``1 - capacity / demand`` (any priority: when the most important demand alone exceeds capacity,
+    admitting more of it only makes all of it late); it is throttled to what the priorities
+    above leave, ``max(0, a - above)``, and paced rather than rejected up to the hold budget
+    (a share of the clients' patience), so that a burst waits at the gateway instead of in the
+    service's queue, where the client's clock runs."""
+    f = ctx.features
+    cap = float(f["capacity_per_s"][row])
+    if cap <= 0:
+        return []
+    floor = float(f["latency_floor_ms"][row])
+    wait = float(f["observed_wait_ms"][row])
+    patience = float(f["patience_ms"][row])
+    target = max(float(ocfg.target_wait_min_ms), ocfg.target_wait_share * floor)
+    # drain within half the clients' patience (the hold cap while no client timed out yet)
+    horizon = max(float(ocfg.horizon_ms), 0.5 * patience if patience > 0 else ocfg.hold_max_ms)
+    admit = float(laws.admission_rate(np.array([cap]), np.array([wait]), np.array([target]),
+                                      horizon)[0])
+    demand = float(f["attempt_rate_per_s"][row])
+    excess = min(1.0, max(0.0, 1.0 - cap / demand)) if demand > 0 else 0.0
+    prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
+    p, share = priority_floor(prio, excess, 0)
+    if share <= 0:
+        return []
+    per_s = demand / max(float(prio.sum()), 1.0)
+    while p > 0 and float(prio[:p].sum()) * per_s > admit:
+        p -= 1  # the priorities above would overrun what may be admitted: widen the class
+    above = float(prio[:p].sum()) * per_s
+    rate = round(max(0.0, admit - above), 3)
+    answer = floor + target  # the answer time once the admitted rate holds the queue at target
+    hold = ocfg.hold_share * patience - answer if patience > 0 else float(ocfg.hold_max_ms)
+    hold_ms = int(min(max(hold, 0.0), float(ocfg.hold_max_ms)))
+    action = _throttle(ctx, cfg, rate, key[1], max_delay_ms=hold_ms)
+    evidence: dict[str, float | int | str] = {
+        "law": "admit = capacity * (1 + (target_wait - wait) / horizon)",
+        "admit_per_s": round(admit, 3),
+        "demand_per_s": round(demand, 3),
+        "target_wait_ms": round(target, 1),
+        "horizon_ms": round(horizon),
+        "above_per_s": round(above, 3),
+        "max_delay_ms": hold_ms,
+    }
+    scope = Scope(endpoint=key[1], min_priority=p if p > 0 else None)
+    return [Planned(f"admit-p{p}", scope, action, evidence)]
 
 
 def saturation(
@@ -148,7 +200,12 @@ def saturation(
 
 
 def _throttle(
-    ctx: EvalContext, cfg: ActionConfig, rate: float, endpoint: str, tenant: str | None = None
+    ctx: EvalContext,
+    cfg: ActionConfig,
+    rate: float,
+    endpoint: str,
+    tenant: str | None = None,
+    max_delay_ms: int = 0,
 ) -> Action:
     """A throttle at ``rate`` for the scope as a whole, apportioned by each gateway's share."""
     shares, default = _shares(ctx, endpoint, tenant)
@@ -158,6 +215,7 @@ def _throttle(
         burst=round(max(1.0, rate * cfg.burst_s), 3),
         shares=shares,
         default_share=default,
+        max_delay_ms=max_delay_ms,
     )
 
 

@@ -34,6 +34,7 @@ from detectors.layout import (
     N_MAX,
     N_PRIORITIES,
     N_SUM,
+    OK_LATENCY_SUM_MS,
     PRIO0,
     REJECTED,
     RETRIES,
@@ -41,6 +42,8 @@ from detectors.layout import (
     ROOT_SUCCESSES,
     SUB_REQUESTS,
     SUCCESSES,
+    THROTTLED,
+    TIMEOUT_LATENCY_SUM_MS,
     TIMEOUTS,
     TOKENS,
     U8,
@@ -48,6 +51,7 @@ from detectors.layout import (
 )
 from detectors.windows import Key, Partial
 from schemas.columns import (
+    APPLIED_CODES,
     STATUS_ERROR,
     STATUS_OK,
     STATUS_REJECTED,
@@ -56,6 +60,7 @@ from schemas.columns import (
 )
 
 Obj = npt.NDArray[np.object_]
+_APPLIED_THROTTLE = APPLIED_CODES["throttle"]
 
 
 def event_time_ms(events: EventColumns, basis: str) -> I64:
@@ -121,10 +126,13 @@ def event_columns_matrix(events: EventColumns) -> I64:
     out[:, ROOT_SUCCESSES] = (status == STATUS_OK) & (depth == 0)
     out[:, LATENCY_SUM_MS] = np.where(ran, lat, 0)
     out[:, LATENCY_COUNT] = ran
+    out[:, OK_LATENCY_SUM_MS] = np.where(status == STATUS_OK, lat, 0)
+    out[:, TIMEOUT_LATENCY_SUM_MS] = np.where(status == STATUS_TIMEOUT, lat, 0)
+    out[:, THROTTLED] = events.applied == _APPLIED_THROTTLE
     out[:, DEPTH_SUM] = np.where(first, depth, 0)
     out[:, TOKENS] = events.tokens_in.astype(np.int64) + events.tokens_out.astype(np.int64)
     rows = np.arange(n)
-    out[rows, HIST0 + latency_bins(lat)] = ran
+    out[rows, HIST0 + latency_bins(lat)] = status == STATUS_OK
     prio = np.clip(events.priority.astype(np.int64), 0, N_PRIORITIES - 1)
     out[rows, PRIO0 + prio] = 1
     return out
@@ -158,12 +166,15 @@ def group_sums(events: EventColumns, inv: I64, g: int) -> I64:
     out[:, ROOT_INTENTS] = count(first & (depth == 0))
     out[:, SUB_REQUESTS] = count(first & (depth > 0))
     out[:, ROOT_SUCCESSES] = count((status == STATUS_OK) & (depth == 0))
+    out[:, THROTTLED] = count(events.applied == _APPLIED_THROTTLE)
     total(LATENCY_SUM_MS, np.where(ran, lat, 0))
+    total(OK_LATENCY_SUM_MS, np.where(status == STATUS_OK, lat, 0))
+    total(TIMEOUT_LATENCY_SUM_MS, np.where(status == STATUS_TIMEOUT, lat, 0))
     total(DEPTH_SUM, np.where(first, depth, 0))
     total(TOKENS, events.tokens_in.astype(np.int64) + events.tokens_out.astype(np.int64))
     nb = N_LATENCY_BINS
     out[:, HIST0 : HIST0 + nb] = np.bincount(
-        (inv * nb + latency_bins(lat))[ran], minlength=g * nb
+        (inv * nb + latency_bins(lat))[status == STATUS_OK], minlength=g * nb
     ).reshape(g, nb)
     prio = np.clip(events.priority.astype(np.int64), 0, N_PRIORITIES - 1)
     out[:, PRIO0 : PRIO0 + N_PRIORITIES] = np.bincount(

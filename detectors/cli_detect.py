@@ -3,6 +3,9 @@
 Input: a header row ``timestamp,value``; timestamps are epoch milliseconds (integer) or ISO-8601
 (``2024-05-01T12:00:00Z``; no zone = UTC). Bad rows are counted, skipped and reported on stderr
 with their line numbers. Output: ``timestamp,value,anomaly_score`` (timestamps echoed as read).
+Scores are high from the onset of a change; a change that persists is learned as the new normal
+after ``LoadShapeConfig.relearn_points`` (30) points, so scores fall back below 0.5 after at most
+that many points of a clean level shift, while shorter spikes score high for their whole length.
 Returns 0 on success, 1 when nothing could be scored, 2 when the input cannot be read.
 """
 
@@ -15,7 +18,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from detectors.loadshape import score_series
+from detectors.loadshape import LoadShapeConfig, score_series
 
 _MAX_REPORTED = 20
 
@@ -33,7 +36,7 @@ def parse_timestamp_ms(text: str) -> int:
 _MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def run_detect(input_csv: str, output_csv: str) -> int:
+def run_detect(input_csv: str, output_csv: str, config: LoadShapeConfig | None = None) -> int:
     rows: list[tuple[str, int, str, float]] = []
     bad: list[tuple[int, str]] = []
     try:
@@ -75,7 +78,7 @@ def run_detect(input_csv: str, output_csv: str) -> int:
         print(f"{input_csv}: {len(bad)} bad rows skipped, {len(rows)} scored", file=sys.stderr)
     ts_arr = np.array([r[1] for r in rows], dtype=np.int64)
     val_arr = np.array([r[3] for r in rows], dtype=np.float64)
-    scores = score_series(ts_arr, val_arr)
+    scores = score_series(ts_arr, val_arr, config)
     try:
         with open(output_csv, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)

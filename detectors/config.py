@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from detectors.capacity import CapacityConfig
 from detectors.errors import ConfigError
 from detectors.policy import PolicyConfig
 from detectors.scores import (
     ContentionConfig,
     FanoutConfig,
     OrganicConfig,
+    OverloadConfig,
     RetryStormConfig,
     SaturationConfig,
 )
@@ -90,6 +92,11 @@ class GovernorConfig:
     - ``latency_fast_ms``: the saturation detector's quick latency window (300 ms: three
       buckets, so a latency ramp shows within a second; its noise is learned by the z-gate).
     - ``organic_guard``: organic score at/above which storm/contention/fan-out may not enter.
+    - ``overload_acts``: the overload detector (``detectors/scores/overload.py``, physical: work
+      that will not finish before its clients give up) also acts, by the admission law
+      (``actions.overload``: paced throttles, lowest priorities first). Off by default: on the
+      shipped scenarios it does not yet beat the saturation rule it is meant to replace (see
+      issue 9's note); its scores and capacity evidence are recorded either way.
     """
 
     bucket_ms: int = 100
@@ -99,7 +106,10 @@ class GovernorConfig:
     feature_every_ms: int = 1_000
     latency_fast_ms: int = 300
     organic_guard: float = 0.5
+    overload_acts: bool = False
     retry_storm: RetryStormConfig = field(default_factory=RetryStormConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
     saturation: SaturationConfig = field(default_factory=SaturationConfig)
     contention: ContentionConfig = field(default_factory=ContentionConfig)
     fanout: FanoutConfig = field(default_factory=FanoutConfig)

@@ -5,10 +5,17 @@ Feature names (``FeatureRecord.values``); counts are over the horizon, rates per
 - ``attempts``, ``first_attempts`` (attempt == 0: intents entering), ``retries``, ``successes``,
   ``errors``, ``timeouts``, ``rejected`` (refused by a directive), ``root_intents`` (depth 0 first
   attempts: one per root intent), ``sub_requests`` (depth >= 1 first attempts),
-  ``root_successes`` (depth 0 attempts that returned ok, whichever attempt it was)
+  ``root_successes`` (depth 0 attempts that returned ok, whichever attempt it was),
+  ``throttled`` (attempts a throttle directive paced or rejected at a gateway)
 - ``attempt_rate_per_s``, ``intent_rate_per_s`` (first attempts/s), ``throughput_per_s`` (ok/s)
-- ``error_fraction`` ((errors + timeouts) / attempts that ran), ``retry_fraction``
-- ``latency_mean_ms``, ``latency_p50_ms``, ``latency_p95_ms``, ``latency_p99_ms`` (from a fixed
+- ``error_fraction`` ((errors + timeouts) / attempts that ran), ``retry_fraction``,
+  ``timeout_fraction`` (timeouts / attempts that ran: work whose client gave up, i.e. work for
+  nobody when the service still serves it)
+- ``ok_latency_mean_ms`` (successful attempts only: the service's answer time),
+  ``timeout_latency_mean_ms`` (timed-out attempts: how long their clients waited, i.e. their
+  timeout)
+- ``latency_mean_ms`` (attempts that ran), ``latency_p50_ms``, ``latency_p95_ms``,
+  ``latency_p99_ms`` (successful attempts, from a fixed
   log-spaced histogram, mergeable; ~±15 % resolution)
 - ``in_flight``: Little's law, completion rate x mean latency = latency-ms summed / horizon-ms
 - ``amplification``: attempts per first attempt (1 = no retries)
@@ -51,12 +58,15 @@ from detectors.layout import (
     LATENCY_COUNT,
     LATENCY_SUM_MS,
     N_LATENCY_BINS,
+    OK_LATENCY_SUM_MS,
     REJECTED,
     RETRIES,
     ROOT_INTENTS,
     ROOT_SUCCESSES,
     SUB_REQUESTS,
     SUCCESSES,
+    THROTTLED,
+    TIMEOUT_LATENCY_SUM_MS,
     TIMEOUTS,
     TOKENS,
     hist_quantiles,
@@ -75,6 +85,7 @@ COUNT_FEATURES: Final = {
     "root_intents": ROOT_INTENTS,
     "sub_requests": SUB_REQUESTS,
     "root_successes": ROOT_SUCCESSES,
+    "throttled": THROTTLED,
 }
 
 
@@ -99,6 +110,9 @@ def core(sums: I64, horizon_ms: int) -> Features:
     out["error_fraction"] = ratio(s[:, ERRORS] + s[:, TIMEOUTS], ran)
     out["retry_fraction"] = ratio(s[:, RETRIES], s[:, ATTEMPTS])
     out["latency_mean_ms"] = ratio(s[:, LATENCY_SUM_MS], ran)
+    out["ok_latency_mean_ms"] = ratio(s[:, OK_LATENCY_SUM_MS], s[:, SUCCESSES])
+    out["timeout_latency_mean_ms"] = ratio(s[:, TIMEOUT_LATENCY_SUM_MS], s[:, TIMEOUTS])
+    out["timeout_fraction"] = ratio(s[:, TIMEOUTS], ran)
     out["in_flight"] = s[:, LATENCY_SUM_MS] / horizon_ms
     out["amplification"] = ratio(s[:, ATTEMPTS], first, empty=1.0)
     roots = np.maximum(s[:, ROOT_INTENTS], s[:, ROOT_SUCCESSES])

@@ -34,6 +34,7 @@ import numpy as np
 
 from detectors import actions
 from detectors.aggregate import aggregate_both, event_time_ms
+from detectors.capacity import CapacityTracker
 from detectors.config import GovernorConfig
 from detectors.errors import SnapshotError
 from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, feature_records
@@ -44,6 +45,7 @@ from detectors.scores import (
     Detector,
     Fanout,
     OrganicGrowth,
+    Overload,
     RetryStorm,
     Saturation,
     Scored,
@@ -55,7 +57,8 @@ from schemas.records import FeatureRecord, ScoreRecord
 
 __all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
 
-_SNAPSHOT_VERSION: Final = 4  # 2: storm baseline; 3: sources; 4: ROOT_SUCCESSES, saturation load
+# 2: storm baseline; 3: sources; 4: ROOT_SUCCESSES, saturation load; 5: capacity, overload
+_SNAPSHOT_VERSION: Final = 5
 # detector -> key kinds it acts on (and reports scores for)
 ACTING_KIND: Final[dict[str, str]] = {
     "retry_storm": KIND_ENDPOINT,
@@ -89,11 +92,15 @@ class Governor:
         self._gw = WindowStore(gw_b, (gw_b,), 1)
         self._detectors: dict[str, Detector[Any]] = {
             "retry_storm": RetryStorm(c.retry_storm),
+            "overload": Overload(c.overload),
             "saturation": Saturation(c.saturation),
             "contention": Contention(c.contention),
             "fanout": Fanout(c.fanout),
             "organic_growth": OrganicGrowth(c.organic),
         }
+        self._capacity = CapacityTracker(
+            c.capacity, c.bucket_ms, c.horizons_ms[0], c.latency_fast_ms
+        )
         self._policy = Policy(c.policy)
         self._index = KeyIndex.build([], -1)
         # source -> its newest event time (None: expected, no event yet); idle ones excluded
@@ -208,6 +215,7 @@ class Governor:
             keep = st.evict(drop)
             for det in self._detectors.values():
                 det.keep(keep[: det.n_keys])
+            self._capacity.keep(keep[: len(self._capacity)])
         gw_drop = self._gw.evictable()
         if gw_drop.any():
             self._gw.evict(gw_drop)
@@ -220,6 +228,8 @@ class Governor:
         feats = detector_inputs(
             st, self._index, self._hb, c.bucket_ms, c.buckets(c.latency_fast_ms)
         )
+        fast = st.ring_sum[:, st.recent(c.buckets(c.latency_fast_ms))].sum(axis=1)
+        feats = self._capacity.update(feats, st.horizon_sum[0], fast, st.horizon_sum[-1])
         scored = {name: det.update_many(feats) for name, det in self._detectors.items()}
         self._decide(now_ms, feats, scored, out)
         if now_ms % c.feature_every_ms == 0:
@@ -251,11 +261,16 @@ class Governor:
                 return actions.storm(ctx, ac, row, key)
             if det == "saturation":
                 return actions.saturation(ctx, ac, row, key, t_ms - onset_ms)
+            if det == "overload":
+                return actions.overload(ctx, ac, self.config.overload, row, key)
             if det == "contention":
                 return actions.contention(ctx, ac, row, key)
             return actions.fanout(ctx, ac, row, key)
 
-        for det, kind in ACTING_KIND.items():
+        acting = dict(ACTING_KIND)
+        if self.config.overload_acts:
+            acting["overload"] = KIND_ENDPOINT
+        for det, kind in acting.items():
             s = scored[det]
             of_kind = idx.mask(kind)
             allowed = of_kind & calm if det in GUARDED else of_kind
@@ -264,6 +279,11 @@ class Governor:
             )
             out.directives.extend(directives)
             self._score_records(now_ms, det, s, of_kind, moved.entered + moved.released, out)
+        if not self.config.overload_acts:
+            # overload (admitted work that will not finish before its clients give up) is scored
+            # and recorded with its capacity evidence; it acts only when ``overload_acts``
+            ov = scored["overload"]
+            self._score_records(now_ms, "overload", ov, idx.mask(KIND_ENDPOINT), [], out)
         org = scored["organic_growth"]
         self._score_records(
             now_ms,
@@ -273,6 +293,7 @@ class Governor:
             [],
             out,
         )
+
 
     def _score_records(
         self,

@@ -35,9 +35,14 @@ LATENCY_COUNT: Final = 10
 DEPTH_SUM: Final = 11  # over first attempts
 TOKENS: Final = 12  # tokens_in + tokens_out
 ROOT_SUCCESSES: Final = 13  # depth == 0 and status ok, any attempt: root requests that returned
-N_SCALAR: Final = 14
+OK_LATENCY_SUM_MS: Final = 14  # over successful attempts: the service's answer time
+TIMEOUT_LATENCY_SUM_MS: Final = 15  # over timed-out attempts: how long their clients waited
+THROTTLED: Final = 16  # attempts a throttle directive paced or rejected (applied == throttle)
+N_SCALAR: Final = 17
 
-# Latency histogram: bin 0 is [0, 1) ms, bins 1..38 are log-spaced up to 120 s, bin 39 is >= 120 s.
+# Latency histogram of successful attempts (the service's answer times; errors and timeouts are
+# counted apart, so neither fast failures nor clients' timeouts pin its quantiles): bin 0 is
+# [0, 1) ms, bins 1..38 are log-spaced up to 120 s, bin 39 is >= 120 s.
 LATENCY_EDGES_MS: Final = np.geomspace(1.0, 120_000.0, 39)
 N_LATENCY_BINS: Final = LATENCY_EDGES_MS.shape[0] + 1
 HIST0: Final = N_SCALAR

@@ -6,11 +6,33 @@ max(ramp(|z_level|, z_lo, z_hi), ramp(z_trend, z_lo, z_hi)) (a rising ramp count
 shows in the level). The baselines learn only from points scoring below ``learn_below``
 (protected), and nothing scores during the first ``warmup`` points. Timestamps order the series
 but the model is per point: resample irregular series first if spacing matters.
+
+Re-learning (protection is not permanent). Protection alone never learns a new level: once a
+series moves for good, every later point scores high, so nothing is learned and the score stays
+at 1.0 to the end. So the scorer also counts the current anomalous run: each anomalous point
+(one the baselines refuse to learn, score >= ``learn_below``) on the same side of the level
+baseline adds one, an anomalous point on the other side restarts the run at one, and each normal
+point takes one away (down to zero). When the run reaches ``relearn_points``, the shift is the new
+normal: both baselines are re-seeded from the last ``relearn_points`` values (mean and sample
+variance of the values, and of their steps), and the run restarts. The bound: after a shift in
+which every point is anomalous, exactly ``relearn_points`` points score high (from the onset)
+and the next one is scored against the new level; if only a share q > 1/2 of the shifted points
+is anomalous (noisy counts), adoption takes about ``relearn_points / (2q - 1)`` points. A spike
+shorter than ``relearn_points`` is never adopted: it scores high for its whole length and the
+baseline does not learn it. The score itself is not damped, so flags are sparse runs that start
+at the onsets. The default, 30 points, is longer than ``warmup`` (a re-seeded baseline rests on
+more points than the first one did, relative error of a 30-point variance about 26 %), shorter
+than ``half_life`` (a new level is adopted faster than the old one would fade), and at one
+point per second protects spikes and bursts of up to half a minute. Two spikes closer together
+than their combined excess over ``relearn_points`` count as one run and are adopted; the
+baseline then carries their variance and forgets it with ``half_life``. ``relearn_points = 0``
+restores permanent protection.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +51,7 @@ class LoadShapeConfig:
     z_lo: float = 3.0
     z_hi: float = 6.0
     rel_floor: float = 0.01  # std floor, relative to |mean| (flat series do not divide by 0)
+    relearn_points: int = 30  # points: a run this long is the new normal (0 = protect forever)
 
     def __post_init__(self) -> None:
         if not self.half_life > 0:
@@ -39,6 +62,8 @@ class LoadShapeConfig:
             raise ConfigError("LoadShapeConfig.learn_below must be in (0, 1]")
         if not self.z_hi > self.z_lo >= 0:
             raise ConfigError("LoadShapeConfig.z_hi must be > z_lo >= 0")
+        if self.relearn_points < 0 or self.relearn_points == 1:
+            raise ConfigError("LoadShapeConfig.relearn_points must be 0 (off) or >= 2")
 
 
 class LoadShapeScorer:
@@ -50,6 +75,9 @@ class LoadShapeScorer:
         self._level.grow(1)
         self._step.grow(1)
         self._last: float | None = None
+        self._recent: deque[float] = deque(maxlen=self.config.relearn_points)
+        self._run = 0  # net anomalous points in the current direction (see the module docstring)
+        self._run_sign = 0  # +1 above the baseline, -1 below, 0 no run
 
     def score_one(self, ts_ms: int, value: float) -> float:
         """Score one point, then learn from it unless it is anomalous."""
@@ -67,11 +95,39 @@ class LoadShapeScorer:
         ready = int(lvl.n[0]) >= c.warmup
         score = raw if ready else 0.0
         learn = np.array([not ready or raw < c.learn_below])
-        lvl.update(x, learn)
-        if self._last is not None:
-            stp.update(step, learn)
+        self._recent.append(float(value))
+        if c.relearn_points and ready and self._count_run(bool(learn[0]), float(z_level[0]) >= 0):
+            self._adopt()
+        else:
+            lvl.update(x, learn)
+            if self._last is not None:
+                stp.update(step, learn)
         self._last = float(value)
         return score
+
+    def _count_run(self, normal: bool, above: bool) -> bool:
+        """Count the anomalous run; True when it is long enough to adopt the recent points."""
+        if normal:
+            self._run = max(self._run - 1, 0)
+            if self._run == 0:
+                self._run_sign = 0
+            return False
+        sign = 1 if above else -1
+        if sign == self._run_sign:
+            self._run += 1
+        else:
+            self._run, self._run_sign = 1, sign
+        return self._run >= self.config.relearn_points
+
+    def _adopt(self) -> None:
+        """Re-seed both baselines from the last ``relearn_points`` values: the new normal."""
+        r = np.array(self._recent)
+        d = np.diff(r)
+        for b, xs in ((self._level, r), (self._step, d)):
+            b.mean = np.array([float(xs.mean())])
+            b.var = np.array([float(xs.var(ddof=1)) if len(xs) > 1 else 0.0])
+            b.n = np.maximum(b.n, len(xs))
+        self._run, self._run_sign = 0, 0
 
     def update_many(self, ts_ms: I64, values: F64) -> F64:
         """Score a series in order (equals calling ``score_one`` per point)."""
@@ -83,13 +139,18 @@ class LoadShapeScorer:
         )
 
     def snapshot(self) -> bytes:
-        return pickle.dumps((self.config, self._level, self._step, self._last))
+        run = (list(self._recent), self._run, self._run_sign)
+        return pickle.dumps((self.config, self._level, self._step, self._last, run))
 
     @classmethod
     def restore(cls, data: bytes) -> LoadShapeScorer:
-        config, level, step, last = pickle.loads(data)
+        state = pickle.loads(data)
+        config, level, step, last = state[:4]
         s = cls(config)
         s._level, s._step, s._last = level, step, last
+        if len(state) > 4:  # snapshots from before re-learning carry no run
+            recent, s._run, s._run_sign = state[4]
+            s._recent.extend(recent)
         return s
 
 

@@ -86,6 +86,7 @@ class Planned:
     part: str
     scope: Scope
     action: Action
+    evidence: dict[str, float | int | str] = field(default_factory=dict)  # the law's numbers
 
 
 # (detector, row, key, onset_ms, now_ms) -> planned directives
@@ -196,6 +197,11 @@ class Policy:
         builder no longer plans (or plans lower) decays from its last fraction."""
         c = self.config
         due = now_ms - ep.last_issue_ms >= c.refresh_ms or not ep.scopes
+        law: dict[str, float | int | str] = {}
+        for p in planned:
+            law.update(p.evidence)
+        if law:
+            reason = Reason(reason.detector, reason.score, {**reason.evidence, **law})
         out = []
         wanted = {p.part: p for p in planned}
         for part, last in ep.actions.items():

@@ -58,9 +58,26 @@ def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    if args.sweep is not None:
+        conflicts = [flag for flag, given in (
+            ("--scenario", args.scenario is not None), ("--policy", args.policy is not None),
+            ("--plot", args.plot is not None), ("--dump-scenario", args.dump_scenario is not None),
+        ) if given]
+        if conflicts:
+            print(f"flyball sim: --sweep runs every policy on drawn scenarios; it cannot be "
+                  f"combined with {', '.join(conflicts)}", file=sys.stderr)
+            return 2
+        from sim.sweep import run_sweep_cli
+
+        return run_sweep_cli(args.sweep, args.seed, args.jobs, args.json)
+    if args.scenario is None:
+        print("flyball sim: give --scenario NAME|PATH|sweep:S:i (one scenario) or --sweep N "
+              "(N randomized scenarios)", file=sys.stderr)
+        return 2
     from sim.cli_sim import run_sim
 
-    return run_sim(args.scenario, args.policy, args.compare, args.json, args.plot, args.seed)
+    return run_sim(args.scenario, args.policy, args.compare, args.json, args.plot, args.seed,
+                   dump_scenario=args.dump_scenario)
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,13 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sim", help="simulate an agent fleet under a gateway policy (virtual time)")
     p.add_argument(
-        "--scenario", required=True, help="scenario name (e.g. retry-storm) or TOML path"
+        "--scenario", default=None,
+        help="scenario name (e.g. retry-storm), TOML path, or sweep:S:i (scenario i of sweep S)",
     )
     p.add_argument("--policy", default=None, help="gateway policy (default: governor)")
     p.add_argument("--compare", action="store_true", help="run every policy on the same seed")
     p.add_argument("--json", action="store_true", help="print JSON metrics")
     p.add_argument("--plot", default=None, help="write a PNG timeline to this path")
-    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    p.add_argument(
+        "--seed", type=int, default=None,
+        help="override the scenario's seed; with --sweep: the sweep seed S (default 1)",
+    )
+    p.add_argument(
+        "--dump-scenario", default=None, metavar="PATH",
+        help="write the scenario as TOML to PATH ('-' = stdout) and exit (e.g. for sweep:S:i)",
+    )
+    p.add_argument(
+        "--sweep", type=int, default=None, metavar="N",
+        help="draw N random scenarios (seed --seed) and run every policy on each; summarize",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=None, metavar="J",
+        help="--sweep: worker processes (default: the number of CPUs)",
+    )
     p.set_defaults(handler=_cmd_sim)
 
     p = sub.add_parser("demo", help="live demo on the embedded stack: ungoverned vs governed")

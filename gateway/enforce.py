@@ -11,11 +11,15 @@ Semantics of a table with several directives:
   most specific first (``Scope.specificity()``: agent > tenant > endpoint > filters; ties by id).
 - ``throttle``: a token bucket per directive, refilled at ``rate_per_s × share`` tokens/s up to
   ``burst × share`` tokens (at least 1). An empty bucket rejects with the time until the next token.
+  With ``max_delay_ms`` > 0 it paces instead (GCRA, a bounded queue at the gateway): a request
+  whose token is due within ``max_delay_ms`` reserves it (the level goes negative) and is deferred
+  until then, so held requests leave at the rate; beyond that it is rejected.
 - ``shed``: rejects with probability ``fraction``, ``Retry-After = retry_after_ms``.
 - ``reroute``: sends the request to ``target``.
 - ``defer``: holds the request ``hold_ms + U{0..jitter_ms}`` ms (the most specific defer decides).
-- The first reject or reroute ends the walk and decides. Otherwise the request is deferred (if a
-  defer matched) or admitted, and only then does it take one token from every throttle it passed, so
+- The first reject or reroute ends the walk and decides. Otherwise the request is deferred (the
+  longest of a pacing throttle's wait and the most specific defer's hold) or admitted, and only
+  then does it take one token from every throttle it passed, so
   a request rejected by a less specific directive does not use up a more specific one's tokens.
 - ``release`` removes the directive with the same id; a directive at or past ``expires_ms`` stops
   applying (and is purged lazily); an older ``issued_ms`` than the one in force is ignored.
@@ -117,6 +121,7 @@ class _Entry:
         "issued_ms",
         "jitter_ms",
         "last_ms",
+        "max_delay_ms",
         "min_attempt",
         "min_depth",
         "min_priority",
@@ -144,6 +149,7 @@ class _Entry:
         # arithmetic is exact for integral (and dyadic) rates.
         self.rate_per_ms = a.rate_per_s * share
         self.burst = max(_TOKEN, a.burst * share * _TOKEN)
+        self.max_delay_ms = a.max_delay_ms if self.rate_per_ms > 0 else 0
         self.tokens = self.burst
         self.last_ms = now_ms
         self.hold_ms = a.hold_ms
@@ -300,6 +306,7 @@ class DirectiveTable:
             return ADMIT
         passed: list[_Entry] | None = None
         defer: Decision | None = None
+        pace: Decision | None = None
         for e in entries:
             if (
                 now_ms >= e.expires_ms
@@ -314,17 +321,19 @@ class DirectiveTable:
             if op == _THROTTLE:
                 tokens = e.refill(now_ms)
                 if tokens < _TOKEN:
-                    # Until the next token, but never past the directive's own expiry.
-                    left_ms = e.expires_ms - now_ms
-                    wait_ms = (
-                        min(math.ceil((_TOKEN - tokens) / e.rate_per_ms), left_ms)
-                        if e.rate_per_ms > 0
-                        else left_ms
-                    )
-                    return Decision(
-                        REJECT_KIND, retry_after_ms=max(1, wait_ms), directive_id=e.id,
-                        applied=_THROTTLE,
-                    )
+                    rate = e.rate_per_ms
+                    due_ms = math.ceil((_TOKEN - tokens) / rate) if rate > 0 else _NEVER
+                    if due_ms > e.max_delay_ms:
+                        # Until the next token, but never past the directive's own expiry.
+                        left_ms = e.expires_ms - now_ms
+                        return Decision(
+                            REJECT_KIND, retry_after_ms=max(1, min(due_ms, left_ms)),
+                            directive_id=e.id, applied=_THROTTLE,
+                        )
+                    if pace is None or due_ms > pace.delay_ms:
+                        pace = Decision(
+                            DEFER_KIND, delay_ms=due_ms, directive_id=e.id, applied=_THROTTLE
+                        )
                 if passed is None:
                     passed = [e]
                 else:
@@ -345,4 +354,6 @@ class DirectiveTable:
         if passed is not None:
             for e in passed:
                 e.tokens -= _TOKEN
+        if pace is not None and (defer is None or pace.delay_ms >= defer.delay_ms):
+            return pace
         return defer if defer is not None else ADMIT

@@ -100,6 +100,7 @@ def directive_from_json(doc: dict[str, Any]) -> Directive:
         burst=_num(action_doc, "burst", 0.0, "action."),
         shares=tuple(sorted((k, float(v)) for k, v in shares_doc.items())),
         default_share=_num(action_doc, "default_share", 1.0, "action."),
+        max_delay_ms=_opt_int(action_doc, "max_delay_ms", "action.") or 0,
         hold_ms=_opt_int(action_doc, "hold_ms", "action.") or 0,
         jitter_ms=_opt_int(action_doc, "jitter_ms", "action.") or 0,
         retry_after_ms=_opt_int(action_doc, "retry_after_ms", "action.") or 0,

@@ -77,6 +77,9 @@ class Action:
     - ``throttle``: ``rate_per_s`` for the scope as a whole (all gateways together), ``burst``, and
       ``shares``: gateway id -> fraction of the rate that gateway may admit (apportioned by its
       observed share of the scope's traffic); a gateway not listed uses ``default_share``.
+      ``max_delay_ms`` > 0 paces instead of rejecting: a request over the rate is held until its
+      token is due when that is at most ``max_delay_ms`` away (a bounded queue at the gateway,
+      as NGINX ``limit_req`` with ``delay``), and rejected beyond.
     - ``defer``: hold each request ``hold_ms`` plus uniform random ``[0, jitter_ms]``.
     - ``shed``: reject ``fraction`` of matching requests with ``retry_after_ms``.
     - ``reroute``: send matching requests to ``target``.
@@ -88,6 +91,7 @@ class Action:
     burst: float = 0.0
     shares: tuple[tuple[str, float], ...] = ()
     default_share: float = 1.0
+    max_delay_ms: int = 0
     hold_ms: int = 0
     jitter_ms: int = 0
     retry_after_ms: int = 0
@@ -103,13 +107,16 @@ class Action:
     def to_json(self) -> dict[str, Any]:
         t = self.type
         if t == "throttle":
-            return {
+            out: dict[str, Any] = {
                 "type": t,
                 "rate_per_s": self.rate_per_s,
                 "burst": self.burst,
                 "shares": dict(self.shares),
                 "default_share": self.default_share,
             }
+            if self.max_delay_ms:
+                out["max_delay_ms"] = self.max_delay_ms
+            return out
         if t == "defer":
             return {"type": t, "hold_ms": self.hold_ms, "jitter_ms": self.jitter_ms}
         if t == "shed":

@@ -6,11 +6,13 @@ from detectors.scores.base import Detector, DetectorConfig, Scored
 from detectors.scores.contention import Contention, ContentionConfig
 from detectors.scores.fanout import Fanout, FanoutConfig
 from detectors.scores.organic import OrganicConfig, OrganicGrowth
+from detectors.scores.overload import Overload, OverloadConfig
 from detectors.scores.retry_storm import RetryStorm, RetryStormConfig
 from detectors.scores.saturation import Saturation, SaturationConfig
 
 ALL_DETECTORS: tuple[type[Detector[Any]], ...] = (
     RetryStorm,
+    Overload,
     Saturation,
     Contention,
     Fanout,
@@ -27,6 +29,8 @@ __all__ = [
     "FanoutConfig",
     "OrganicConfig",
     "OrganicGrowth",
+    "Overload",
+    "OverloadConfig",
     "RetryStorm",
     "RetryStormConfig",
     "Saturation",

@@ -89,6 +89,9 @@ class Detector(ABC, Generic[C]):
     inputs: ClassVar[tuple[str, ...]]
     baselines: ClassVar[tuple[str, ...]]
     config_type: ClassVar[type[DetectorConfig]]
+    # False for detectors of physical quantities (no learned normal gates them): they score
+    # from their first mature evaluation, so a cold start inside an incident is seen
+    needs_warmup: ClassVar[bool] = True
 
     def __init__(self, config: C | None = None) -> None:
         self.config: C = config if config is not None else self.config_type()  # type: ignore[assignment]
@@ -138,6 +141,8 @@ class Detector(ABC, Generic[C]):
         from a related key (contention: a new pair from its endpoint) may widen this. Ready keys
         learn only while they score below ``learn_below``; active keys that are not ready learn
         unprotected."""
+        if not self.needs_warmup:
+            return active
         ready: np.ndarray = active & (self.learned[:k] >= self.config.warmup)
         return ready
 

@@ -265,3 +265,43 @@ def test_throttle_retry_after_never_outlives_the_directive() -> None:
     zero = table(make_directive(Action("throttle", rate_per_s=0.0), issued_ms=T0, ttl_ms=800))
     assert zero.admit(req(), T0, RNG) is ADMIT  # the minimum bucket of one token
     assert zero.admit(req(), T0 + 300, RNG).retry_after_ms == 500
+
+
+def test_pacing_throttle_holds_until_the_token_is_due_then_rejects() -> None:
+    """``max_delay_ms`` turns the bucket into a bounded queue (GCRA): requests over the rate wait
+    for their token in order, 1/rate apart; one whose token is further away than the bound is
+    rejected with the time until it, as a plain throttle would."""
+    pace = Action("throttle", rate_per_s=10.0, burst=1.0, max_delay_ms=350)
+    t = table(make_directive(pace, Scope(endpoint=EP), issued_ms=T0))
+    first = t.admit(req(), T0, RNG)
+    assert first.kind == "admit"
+    delays = [t.admit(req(), T0, RNG) for _ in range(3)]
+    assert [d.kind for d in delays] == ["defer", "defer", "defer"]
+    assert [d.delay_ms for d in delays] == [100, 200, 300]
+    assert all(d.applied == APPLIED_CODES["throttle"] for d in delays)
+    over = t.admit(req(), T0, RNG)
+    assert over.kind == "reject" and over.retry_after_ms == 400
+    # time passes: the queue drains at the rate, and the next request waits less
+    later = t.admit(req(), T0 + 250, RNG)
+    assert later.kind == "defer" and later.delay_ms == 150
+
+
+def test_pacing_throttle_at_rate_zero_rejects() -> None:
+    stop = Action("throttle", rate_per_s=0.0, burst=1.0, max_delay_ms=5_000)
+    t = table(make_directive(stop, Scope(endpoint=EP), issued_ms=T0))
+    assert t.admit(req(), T0, RNG).kind == "admit"  # the burst's one token
+    d = t.admit(req(), T0, RNG)
+    assert d.kind == "reject" and d.applied == APPLIED_CODES["throttle"]
+
+
+def test_pacing_wait_and_defer_hold_take_the_longer() -> None:
+    pace = Action("throttle", rate_per_s=10.0, burst=1.0, max_delay_ms=1_000)
+    hold = Action("defer", hold_ms=150, jitter_ms=0)
+    t = table(
+        make_directive(pace, Scope(endpoint=EP), issued_ms=T0),
+        make_directive(hold, Scope(endpoint=EP, min_attempt=1), issued_ms=T0),
+    )
+    assert t.admit(req(attempt=1), T0, RNG).delay_ms == 150  # token at once; the hold decides
+    assert t.admit(req(attempt=1), T0, RNG).delay_ms == 150  # token in 100 ms < hold
+    paced = t.admit(req(attempt=1), T0, RNG)
+    assert paced.delay_ms == 200 and paced.applied == APPLIED_CODES["throttle"]

@@ -1,0 +1,117 @@
+"""The control laws: plain arithmetic, vectorized over keys, no learned normal.
+
+Each law is a few lines with a physical meaning; the README of concurrency-limits is the model
+(explain the maths, then ten lines). Times are ms, rates per second.
+
+**Fluid queue.** A service with capacity ``mu`` (completions/s) and a queue whose wait is ``w``
+holds ``Q = mu * w`` of work (Little's law, ``L = lambda * W``). Admitting ``a`` per second changes
+the queue by ``a - mu`` per second, so to bring the wait from ``w`` to a target ``w*`` within a
+horizon ``T`` one admits
+
+    a = mu * (1 + (w* - w) / T)                                     (``admission_rate``)
+
+clamped at 0: a standing queue of work nobody waits for drains at full speed, and an idle service
+(``w = 0 < w*``) is offered a little more than it serves, which probes for headroom.
+
+**Retry budget.** Retries add ``r`` attempts per first attempt. At utilization ``rho`` from first
+attempts alone the service sees ``rho * (1 + r)``; it keeps pace (no metastable queue after the
+trigger is gone) only if ``rho * (1 + r) < 1``. With a safety margin ``m``:
+
+    r = clamp((1 - m) / rho - 1, 0, r_max)                           (``retry_budget``)
+
+``rho >= 1 - m``: no retry fits (first attempts alone fill the service); ``rho -> 0``: ``r_max``.
+
+**Capacity** (``capacity_update``, ``demonstrated_update``): while a queue stands, a service
+completes at its capacity, so the rate it answers then is a measurement (successes: timeouts
+arrive at whatever rate was admitted, so in a collapse they measure nothing). Without a queue
+the service serves what arrives, a lower bound; so is the most successes per second it
+completed lately (a maximum that halves per memory). The estimate is the larger of the two:
+a queue misread in noisy latencies cannot pull it below what the service demonstrably did.
+
+**Queue growth from completions** (``arrival_ratio``): events are stamped when attempts complete,
+so a queue is seen with a lag of its own wait. In FIFO order the wait completions report grows at
+``s = 1 - 1 / rho``; inverting it gives the arrival ratio and the wait a new request faces now.
+
+**No-load latency** (``floor_update``): the smallest typical latency seen, a minimum that may rise
+by at most a factor 2 per ``relearn_ms`` of evidence. A persistent slowdown by a factor ``k``
+becomes the new floor within ``relearn_ms * log2(k)`` (``relearn_time_ms``), a queue that lasts
+shorter than that is still measured against the old floor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detectors.layout import F64
+
+
+def admission_rate(
+    capacity_per_s: F64, wait_ms: F64, target_wait_ms: F64, horizon_ms: float
+) -> F64:
+    """Admitted rate that moves the queue wait from ``wait_ms`` to ``target_wait_ms`` within
+    ``horizon_ms`` at ``capacity_per_s`` (fluid queue), never below 0."""
+    out: F64 = np.maximum(
+        capacity_per_s * (1.0 + (target_wait_ms - wait_ms) / float(horizon_ms)), 0.0
+    )
+    return out
+
+
+def retry_budget(rho: F64, margin: float, r_max: float) -> F64:
+    """Largest retries per first attempt ``r`` with ``rho * (1 + r) <= 1 - margin``, in
+    ``[0, r_max]`` (``rho <= 0``: ``r_max``)."""
+    safe = np.maximum(rho, 1e-9)
+    out: F64 = np.clip((1.0 - margin) / safe - 1.0, 0.0, r_max)
+    return out
+
+
+def capacity_update(
+    measured_per_s: F64, served_per_s: F64, queued: np.ndarray, gain: float
+) -> F64:
+    """The capacity measurement: towards the served rate by ``gain`` while a queue stands (a
+    saturated service serves at its capacity), kept otherwise. 0 means unknown."""
+    moved = np.where(measured_per_s > 0, measured_per_s + gain * (served_per_s - measured_per_s),
+                     served_per_s)
+    out: F64 = np.where(queued, moved, measured_per_s)
+    return out
+
+
+def demonstrated_update(demonstrated_per_s: F64, ok_per_s: F64, decay: float) -> F64:
+    """The most successes per second the service completed lately (halving per memory): a lower
+    bound of its capacity that needs no model of the service."""
+    out: F64 = np.maximum(ok_per_s, demonstrated_per_s * decay)
+    return out
+
+
+def decay_per_step(step_ms: int, half_life_ms: int) -> float:
+    """Per-evaluation factor of a quantity that halves every ``half_life_ms``."""
+    return math.pow(0.5, step_ms / half_life_ms)
+
+
+def arrival_ratio(slope: F64) -> F64:
+    """Arrivals over capacity ``rho`` from the slope ``s`` (ms per ms) of the wait that completions
+    report. In a FIFO queue growing at ``rho - 1`` seconds of wait per second, a request completing
+    at ``t`` arrived a wait earlier, so the reported wait grows at ``s = 1 - 1 / rho``:
+    ``rho = 1 / (1 - s)`` (``s < 1``), and the wait a request arriving now faces is ``rho`` times
+    the reported one."""
+    out: F64 = 1.0 / np.maximum(1.0 - slope, 1e-6)
+    return out
+
+
+def floor_growth(step_ms: int, relearn_ms: int) -> float:
+    """Per-evaluation factor by which the latency floor may rise: 2 per ``relearn_ms``."""
+    return math.pow(2.0, step_ms / relearn_ms)
+
+
+def floor_update(floor_ms: F64, latency_ms: F64, valid: np.ndarray, growth: float) -> F64:
+    """Minimum tracker with bounded re-learning: ``min(latency, floor * growth)`` where the
+    measurement is ``valid``; unknown floors (0) take the measurement."""
+    grown = np.where(floor_ms > 0, np.minimum(latency_ms, floor_ms * growth), latency_ms)
+    out: F64 = np.where(valid, grown, floor_ms)
+    return out
+
+
+def relearn_time_ms(factor: float, relearn_ms: int) -> float:
+    """How long a persistent latency change by ``factor`` (> 1) takes to become the floor."""
+    return 0.0 if factor <= 1.0 else relearn_ms * math.log2(factor)

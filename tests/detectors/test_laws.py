@@ -1,0 +1,80 @@
+"""The control laws as plain arithmetic (``detectors/laws.py``), in the concurrency-limits style:
+known inputs, the number the law must give."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from detectors import laws
+
+
+def a(*xs: float) -> np.ndarray:
+    return np.array(xs, dtype=np.float64)
+
+
+def test_admission_rate_moves_the_wait_to_its_target_within_the_horizon() -> None:
+    # capacity 100/s, target wait 100 ms, horizon 2 s
+    got = laws.admission_rate(a(100, 100, 100, 100), a(0, 100, 1_100, 5_000), a(100, 100, 100, 100),
+                              2_000)
+    # idle: probe 5 % above capacity; at target: capacity; 1 s too much: half; huge: drain (0)
+    assert got.tolist() == pytest.approx([105.0, 100.0, 50.0, 0.0])
+
+
+def test_admission_rate_drains_exactly_the_queue_in_the_horizon() -> None:
+    """Fluid check: admitting the law's rate for the horizon leaves the target wait."""
+    cap, wait, target, horizon_ms = 80.0, 3_000.0, 200.0, 4_000
+    rate = float(laws.admission_rate(a(cap), a(wait), a(target), horizon_ms)[0])
+    queue = cap * wait / 1000.0  # requests queued (Little's law)
+    queue += (rate - cap) * horizon_ms / 1000.0
+    assert queue / cap * 1000.0 == pytest.approx(target)
+
+
+def test_retry_budget_keeps_rho_times_one_plus_r_under_one_minus_margin() -> None:
+    rho = a(0.0, 0.5, 0.7, 0.85, 1.2)
+    r = laws.retry_budget(rho, margin=0.15, r_max=0.5)
+    assert r.tolist() == pytest.approx([0.5, 0.5, 0.85 / 0.7 - 1.0, 0.0, 0.0])
+    assert np.all(rho[1:4] * (1.0 + r[1:4]) <= 0.85 + 1e-12)
+
+
+def test_capacity_measured_only_while_queued() -> None:
+    got = laws.capacity_update(a(0.0, 100.0, 100.0), a(60.0, 60.0, 60.0),
+                               np.array([True, True, False]), gain=0.25)
+    # unknown -> the measurement; queued -> a quarter of the way; no queue -> kept
+    assert got.tolist() == pytest.approx([60.0, 90.0, 100.0])
+
+
+def test_demonstrated_capacity_is_a_maximum_that_halves_per_memory() -> None:
+    decay = laws.decay_per_step(100, 10_000)
+    assert decay ** 100 == pytest.approx(0.5)
+    d = a(100.0)
+    for _ in range(100):  # 10 s with nothing served
+        d = laws.demonstrated_update(d, a(0.0), decay)
+    assert float(d[0]) == pytest.approx(50.0)
+    assert float(laws.demonstrated_update(d, a(70.0), decay)[0]) == 70.0
+
+
+def test_arrival_ratio_inverts_the_reported_wait_slope() -> None:
+    # FIFO queue growing at rho - 1 s/s: completions report a wait growing at 1 - 1/rho
+    for rho in (1.0, 1.5, 2.0, 5.0):
+        slope = 1.0 - 1.0 / rho
+        assert float(laws.arrival_ratio(a(slope))[0]) == pytest.approx(rho)
+
+
+def test_floor_relearns_a_persistent_slowdown_in_the_documented_time() -> None:
+    relearn_ms, step_ms = 30_000, 100
+    growth = laws.floor_growth(step_ms, relearn_ms)
+    floor = a(400.0)
+    steps = 0
+    while float(floor[0]) < 640.0 - 1e-9:
+        floor = laws.floor_update(floor, a(640.0), np.array([True]), growth)
+        steps += 1
+    bound_ms = laws.relearn_time_ms(1.6, relearn_ms)
+    assert bound_ms == pytest.approx(relearn_ms * math.log2(1.6))
+    assert steps * step_ms == pytest.approx(bound_ms, abs=step_ms)
+    # a faster answer is the new floor at once; no evidence, no change
+    assert float(laws.floor_update(floor, a(300.0), np.array([True]), growth)[0]) == 300.0
+    assert float(laws.floor_update(floor, a(10.0), np.array([False]), growth)[0]) == 640.0
+    assert laws.relearn_time_ms(0.8, relearn_ms) == 0.0
