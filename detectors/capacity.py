@@ -92,31 +92,32 @@ class CapacityTracker:
         self._centre_gap_ms = max((short_ms - fast_ms) / 2.0, float(bucket_ms))
         self._growth = laws.floor_growth(bucket_ms, config.relearn_ms)
         self._decay = laws.decay_per_step(bucket_ms, config.capacity_memory_ms)
+        # running state, one value per key (0 = not known yet)
         self.floor_ms: F64 = np.zeros(0)
-        self.capacity_per_s: F64 = np.zeros(0)
         self.measured_per_s: F64 = np.zeros(0)
         self.demonstrated_per_s: F64 = np.zeros(0)
         self.patience_ms: F64 = np.zeros(0)
 
+    _STATE = ("floor_ms", "measured_per_s", "demonstrated_per_s", "patience_ms")
+
     def __len__(self) -> int:
         return int(self.floor_ms.shape[0])
+
+    @property
+    def capacity_per_s(self) -> F64:
+        """The larger of the measurement while queued and the demonstrated capacity."""
+        out: F64 = np.maximum(self.measured_per_s, self.demonstrated_per_s)
+        return out
 
     def grow(self, k: int) -> None:
         extra = k - len(self)
         if extra > 0:
-            pad = np.zeros(extra)
-            self.floor_ms = np.concatenate([self.floor_ms, pad])
-            self.capacity_per_s = np.concatenate([self.capacity_per_s, pad])
-            self.measured_per_s = np.concatenate([self.measured_per_s, pad])
-            self.demonstrated_per_s = np.concatenate([self.demonstrated_per_s, pad])
-            self.patience_ms = np.concatenate([self.patience_ms, pad])
+            for name in self._STATE:
+                setattr(self, name, np.concatenate([getattr(self, name), np.zeros(extra)]))
 
     def keep(self, mask: np.ndarray) -> None:
-        self.floor_ms = self.floor_ms[mask]
-        self.capacity_per_s = self.capacity_per_s[mask]
-        self.measured_per_s = self.measured_per_s[mask]
-        self.demonstrated_per_s = self.demonstrated_per_s[mask]
-        self.patience_ms = self.patience_ms[mask]
+        for name in self._STATE:
+            setattr(self, name, getattr(self, name)[mask])
 
     def update(self, f: Features, short: I64, fast: I64, memory: I64) -> Features:
         """Add the quantities above to ``f`` (features of the detection window), from the sums
@@ -155,16 +156,15 @@ class CapacityTracker:
         observed = np.where(gone, np.maximum(observed, self.patience_ms - self.floor_ms), observed)
         wait = np.where(gone, np.maximum(wait, observed), wait)
         queued = queued | gone
-        per_s = ratio(f["attempt_rate_per_s"], f["attempts"])
         # successes only: in a collapse timeouts come at the admitted rate, not the capacity
-        served = f["successes"] * per_s
+        served = f["throughput_per_s"]
         self.measured_per_s = laws.capacity_update(
             self.measured_per_s, served, queued, c.capacity_gain
         )
         self.demonstrated_per_s = laws.demonstrated_update(
-            self.demonstrated_per_s, f["successes"] * per_s, self._decay
+            self.demonstrated_per_s, served, self._decay
         )
-        self.capacity_per_s = np.maximum(self.measured_per_s, self.demonstrated_per_s)
+        capacity = self.capacity_per_s
         f["ok_p50_ms"] = p50
         f["latency_floor_ms"] = self.floor_ms.copy()
         f["queue_wait_ms"] = wait
@@ -172,7 +172,7 @@ class CapacityTracker:
         f["arrival_ratio"] = np.where(queued, rho, 0.0)
         f["queued"] = queued.astype(np.float64)
         f["served_per_s"] = served
-        f["capacity_per_s"] = self.capacity_per_s.copy()
+        f["capacity_per_s"] = capacity
         f["patience_ms"] = self.patience_ms.copy()
-        f["utilization"] = ratio(f["intent_rate_per_s"], self.capacity_per_s)
+        f["utilization"] = ratio(f["intent_rate_per_s"], capacity)
         return f

@@ -66,14 +66,22 @@ class KeyIndex:
         return KeyIndex(version, kind, endpoint_row, pairs, {})
 
 
+def fast_sums(store: WindowStore, fast_buckets: int) -> I64:
+    """Sums of every key over its last ``fast_buckets`` closed buckets."""
+    out: I64 = store.ring_sum[:, store.recent(fast_buckets)].sum(axis=1)
+    return out
+
+
 def detector_inputs(
     store: WindowStore,
     idx: KeyIndex,
     horizons_buckets: tuple[int, ...],
     bucket_ms: int,
     fast_buckets: int,
+    fast: I64,
 ) -> Features:
-    """Features of the shortest horizon for every key, plus the context the detectors need."""
+    """Features of the shortest horizon for every key, plus the context the detectors need.
+    ``fast`` holds the sums of the last ``fast_buckets`` buckets (``fast_sums``)."""
     hb0 = horizons_buckets[0]
     short = store.horizon_sum[0]
     f = core(short, hb0 * bucket_ms)
@@ -82,11 +90,8 @@ def detector_inputs(
         mid[:, LATENCY_SUM_MS].astype(np.float64), mid[:, LATENCY_COUNT].astype(np.float64)
     )
     f["latency_count"] = short[:, LATENCY_COUNT].astype(np.float64)
-    fast = store.ring_sum[:, store.recent(fast_buckets)]
-    fast_count = fast[:, :, LATENCY_COUNT].sum(axis=1).astype(np.float64)
-    f["latency_mean_fast_ms"] = ratio(
-        fast[:, :, LATENCY_SUM_MS].sum(axis=1).astype(np.float64), fast_count
-    )
+    fast_count = fast[:, LATENCY_COUNT].astype(np.float64)
+    f["latency_mean_fast_ms"] = ratio(fast[:, LATENCY_SUM_MS].astype(np.float64), fast_count)
     f["latency_count_fast"] = fast_count
     f["completion_rate_fast_per_s"] = fast_count * (1000.0 / (fast_buckets * bucket_ms))
     f["retry_coherence"] = retry_coherence(store.ring_sum[:, store.recent(hb0), RETRIES])

@@ -37,7 +37,7 @@ from detectors.aggregate import aggregate_both, event_time_ms
 from detectors.capacity import CapacityTracker
 from detectors.config import GovernorConfig
 from detectors.errors import SnapshotError
-from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, feature_records
+from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, fast_sums, feature_records
 from detectors.layout import HLL_M, KIND_ENDPOINT, KIND_PAIR, KIND_TENANT, N_MAX, N_SUM
 from detectors.policy import Planned, Policy
 from detectors.scores import (
@@ -225,10 +225,9 @@ class Governor:
         now_ms = st.next_bucket * c.bucket_ms
         if self._index.version != st.version:
             self._index = KeyIndex.build(st.keys, st.version)
-        feats = detector_inputs(
-            st, self._index, self._hb, c.bucket_ms, c.buckets(c.latency_fast_ms)
-        )
-        fast = st.ring_sum[:, st.recent(c.buckets(c.latency_fast_ms))].sum(axis=1)
+        fast_b = c.buckets(c.latency_fast_ms)
+        fast = fast_sums(st, fast_b)
+        feats = detector_inputs(st, self._index, self._hb, c.bucket_ms, fast_b, fast)
         feats = self._capacity.update(feats, st.horizon_sum[0], fast, st.horizon_sum[-1])
         scored = {name: det.update_many(feats) for name, det in self._detectors.items()}
         self._decide(now_ms, feats, scored, out)

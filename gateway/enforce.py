@@ -149,7 +149,7 @@ class _Entry:
         # arithmetic is exact for integral (and dyadic) rates.
         self.rate_per_ms = a.rate_per_s * share
         self.burst = max(_TOKEN, a.burst * share * _TOKEN)
-        self.max_delay_ms = a.max_delay_ms if self.rate_per_ms > 0 else 0
+        self.max_delay_ms = a.max_delay_ms
         self.tokens = self.burst
         self.last_ms = now_ms
         self.hold_ms = a.hold_ms
