@@ -39,9 +39,11 @@ from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import tomli_w
 
 from sim.errors import ScenarioError
 from sim.scenario import Scenario, TenantSpec, parse_scenario
+from sim.trace import load_trace, mean_tokens
 
 T = TypeVar("T")
 F64 = npt.NDArray[np.float64]
@@ -240,8 +242,6 @@ def case_scenario(seed: int, index: int) -> Scenario:
 def _periodic_trace_s(name: str) -> F64:
     """The trace's arrival offsets (s), repeated as ``sim.arrivals`` repeats them, far enough for
     any (offset, speedup × duration) the sweep can draw."""
-    from sim.trace import load_trace
-
     tr = load_trace(name)
     period_ms = tr.span_ms + 1000
     need_s = tr.span_ms / 1000.0 + TRACE_SPEEDUP[1] * DURATION_S[1]
@@ -271,8 +271,6 @@ def solve_speedup(name: str, offset_s: float, rate_per_s: float, duration_s: flo
 
 
 def trace_span_s(name: str) -> float:
-    from sim.trace import load_trace
-
     return load_trace(name).span_ms / 1000.0
 
 
@@ -336,15 +334,6 @@ def smoothed_peak(series: F64, window_s: int = DEMAND_SMOOTH_S) -> float:
     return float(np.convolve(series, np.ones(w) / w, mode="valid").max())
 
 
-def _mean_tokens(source: str) -> tuple[float, float]:
-    if source == "none":
-        return 0.0, 0.0
-    from sim.trace import load_trace
-
-    tr = load_trace(source)
-    return float(tr.tokens_in.mean()), float(tr.tokens_out.mean())
-
-
 def capacity_per_s(sc: Scenario, shares: Sequence[Mapping[str, float]] | None = None
                    ) -> dict[str, float]:
     """Nominal capacity per endpoint without faults: slots × 1000 / mean service ms
@@ -359,7 +348,7 @@ def capacity_per_s(sc: Scenario, shares: Sequence[Mapping[str, float]] | None = 
             w = [1.0] * len(users)
         tin = tout = 0.0
         for t, wt in zip(users, w, strict=True):
-            a, b = _mean_tokens(sc.tenants[t].tokens)
+            a, b = mean_tokens(sc.tenants[t].tokens)
             tin += wt * a
             tout += wt * b
         total = sum(w) or 1.0
@@ -748,55 +737,10 @@ def retry_style(retry: Mapping[str, Any]) -> str:
 # --- TOML ----------------------------------------------------------------------------------------
 
 
-_BARE_KEY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else json.dumps(k)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as a TOML value")
-
-
-def _is_table_array(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def _emit(lines: list[str], table: Mapping[str, Any], path: str) -> None:
-    for k, v in table.items():
-        if not isinstance(v, dict) and not _is_table_array(v):
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    for k, v in table.items():
-        sub = f"{path}.{_toml_key(k)}" if path else _toml_key(k)
-        if isinstance(v, dict):
-            lines += ["", f"[{sub}]"]
-            _emit(lines, v, sub)
-        elif _is_table_array(v):
-            for item in v:
-                lines += ["", f"[[{sub}]]"]
-                _emit(lines, item, sub)
-
-
 def to_toml(data: Mapping[str, Any], comments: Sequence[str] = ()) -> str:
-    """A TOML document for a scenario-shaped dict (scalars, lists, tables, arrays of tables)."""
-    lines = [f"# {c}" if c else "#" for c in comments]
-    _emit(lines, data, "")
-    return "\n".join(lines).lstrip("\n") + "\n"
+    """A TOML document for a scenario-shaped dict, with ``comments`` as its leading lines."""
+    head = "".join(f"# {c}\n" if c else "#\n" for c in comments)
+    return head + tomli_w.dumps(data)
 
 
 def case_toml(case: SweepCase) -> str:

@@ -40,6 +40,15 @@ class Trace:
         return int(self.offset_ms[-1]) if len(self.offset_ms) else 0
 
 
+def mean_tokens(source: str) -> tuple[float, float]:
+    """(mean tokens in, mean tokens out) of a tenant's ``tokens`` source: a shipped trace's
+    means, or (0, 0) for ``none``."""
+    if source == "none":
+        return 0.0, 0.0
+    tr = load_trace(source)
+    return float(tr.tokens_in.mean()), float(tr.tokens_out.mean())
+
+
 def _parse_ts_ms(text: str) -> int:
     # "2023-11-16 18:17:03.9799600": seconds carry 7 fractional digits; keep integer ms.
     date, _, frac = text.partition(".")

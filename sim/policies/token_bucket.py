@@ -17,7 +17,7 @@ from schemas.columns import APPLIED_CODES
 from sim.context import SimContext
 from sim.model import Attempt
 from sim.policies.base import ADMITTED, REJECT, Decision, GatewayPolicy, Policy, check_params, param
-from sim.trace import load_trace
+from sim.trace import mean_tokens
 
 _THROTTLE = APPLIED_CODES["throttle"]
 
@@ -54,9 +54,9 @@ def nominal_capacity_per_s(ctx: SimContext) -> list[float]:
         tins, touts = [], []
         for t, ten in enumerate(ctx.scenario.tenants):
             if i in ctx.tenant_endpoints(t) and ten.tokens != "none":
-                tr = load_trace(ten.tokens)
-                tins.append(float(tr.tokens_in.mean()))
-                touts.append(float(tr.tokens_out.mean()))
+                tin, tout = mean_tokens(ten.tokens)
+                tins.append(tin)
+                touts.append(tout)
         mean_in = sum(tins) / len(tins) if tins else 0.0
         mean_out = sum(touts) / len(touts) if touts else 0.0
         out.append(svc.slots * 1000.0 / svc.mean_service_ms(mean_in, mean_out))
