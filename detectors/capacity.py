@@ -14,10 +14,9 @@ Per evaluation (``update``), from the detection window (1 s) and the memory (60 
   reported wait's slope between the fast and the detection window), while a queue stands;
 - ``queue_wait_ms``: the wait a request arriving now faces, ``observed x arrival_ratio``;
 - ``queued``: 1 when the wait is at least ``queue_share`` of the floor and ``queue_min_ms``;
-- ``served_per_s``: successes per second (in a collapse, timeouts arrive at the admitted rate,
-  not at the capacity, so they measure nothing);
-- ``capacity_per_s``: the larger of ``laws.capacity_update`` (measured while queued) and
-  ``laws.demonstrated_update`` (the most successes per second lately);
+- ``capacity_per_s``: the larger of ``laws.capacity_update`` (the throughput measured while
+  queued) and ``laws.demonstrated_update`` (the most successes per second lately). Successes only:
+  in a collapse timeouts arrive at the admitted rate, not at the capacity;
 - ``patience_ms``: how long clients wait before they give up: the mean latency of timed-out
   attempts over the memory, kept once seen (0 = no client has timed out yet);
 - ``utilization``: first attempts per second / capacity (0 when capacity is unknown).
@@ -171,7 +170,6 @@ class CapacityTracker:
         f["observed_wait_ms"] = observed
         f["arrival_ratio"] = np.where(queued, rho, 0.0)
         f["queued"] = queued.astype(np.float64)
-        f["served_per_s"] = served
         f["capacity_per_s"] = capacity
         f["patience_ms"] = self.patience_ms.copy()
         f["utilization"] = ratio(f["intent_rate_per_s"], capacity)

@@ -102,6 +102,9 @@ class Governor:
             c.capacity, c.bucket_ms, c.horizons_ms[0], c.latency_fast_ms
         )
         self._policy = Policy(c.policy)
+        self._acting = dict(ACTING_KIND)  # detector -> key kind it acts on, in this order
+        if c.overload_acts:
+            self._acting["overload"] = KIND_ENDPOINT
         self._index = KeyIndex.build([], -1)
         # source -> its newest event time (None: expected, no event yet); idle ones excluded
         self._source_max_ms: dict[int, int | None] = {}
@@ -266,10 +269,7 @@ class Governor:
                 return actions.contention(ctx, ac, row, key)
             return actions.fanout(ctx, ac, row, key)
 
-        acting = dict(ACTING_KIND)
-        if self.config.overload_acts:
-            acting["overload"] = KIND_ENDPOINT
-        for det, kind in acting.items():
+        for det, kind in self._acting.items():
             s = scored[det]
             of_kind = idx.mask(kind)
             allowed = of_kind & calm if det in GUARDED else of_kind

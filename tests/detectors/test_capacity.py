@@ -61,7 +61,7 @@ def test_a_collapse_that_answers_nothing_reads_as_a_queue_of_patience() -> None:
     out = step(tr, window([], [2_000] * 40))
     assert out["queued"] == 1.0
     assert out["observed_wait_ms"] == pytest.approx(2_000 - out["latency_floor_ms"])
-    assert out["served_per_s"] == 0.0  # timeouts arrive at the admitted rate: no measurement
+    assert out["throughput_per_s"] == 0.0  # timeouts arrive at the admitted rate: no measurement
 
 
 def test_capacity_never_falls_below_what_was_demonstrably_served() -> None:
