@@ -118,19 +118,26 @@ class CapacityTracker:
         for name in self._STATE:
             setattr(self, name, getattr(self, name)[mask])
 
-    def update(self, f: Features, short: I64, fast: I64, memory: I64) -> Features:
+    def update(
+        self, f: Features, short: I64, fast: I64, memory: I64, services: np.ndarray
+    ) -> Features:
         """Add the quantities above to ``f`` (features of the detection window), from the sums
         of the window (``short``), of the fast window (``fast``: the latency is measured there
         when it holds ``min_successes``, so a queue shows within a few hundred ms) and of the
-        memory (``memory``)."""
+        memory (``memory``). Only the rows in ``services`` (the endpoint keys: a capacity is a
+        service's) are measured; the others stay 0, as for a key with no traffic."""
         c = self.config
         self.grow(short.shape[0])
         hist = HIST0 + N_LATENCY_BINS
-        fast_ok = fast[:, SUCCESSES] >= c.min_successes
-        p50_short = hist_quantile(short[:, HIST0:hist], 0.5)
-        p50_fast = hist_quantile(fast[:, HIST0:hist], 0.5)
+        fast_ok = services & (fast[:, SUCCESSES] >= c.min_successes)
+        rows = np.flatnonzero(services)
+        # one quantile pass over both windows' histograms of the service rows
+        both = hist_quantile(np.concatenate([short[rows, HIST0:hist], fast[rows, HIST0:hist]]), 0.5)
+        p50_short = np.zeros(short.shape[0])
+        p50_fast = np.zeros(short.shape[0])
+        p50_short[rows], p50_fast[rows] = both[: rows.shape[0]], both[rows.shape[0] :]
         p50 = np.where(fast_ok, p50_fast, p50_short)
-        valid = f["successes"] >= c.min_successes
+        valid = services & (f["successes"] >= c.min_successes)
         self.floor_ms = laws.floor_update(self.floor_ms, p50, valid, self._growth)
         known = valid & (self.floor_ms > 0)
         observed = np.where(known, np.maximum(p50 - self.floor_ms, 0.0), 0.0)
@@ -144,7 +151,7 @@ class CapacityTracker:
         rho = laws.arrival_ratio(slope)
         wait = observed * rho  # the wait a request arriving now faces
         queued = known & (observed >= c.queue_share * self.floor_ms) & (observed >= c.queue_min_ms)
-        mem_timeouts = memory[:, TIMEOUTS].astype(np.float64)
+        mem_timeouts = np.where(services, memory[:, TIMEOUTS], 0).astype(np.float64)
         seen = ratio(memory[:, TIMEOUT_LATENCY_SUM_MS].astype(np.float64), mem_timeouts)
         self.patience_ms = np.where(mem_timeouts > 0, seen, self.patience_ms)
         # most attempts time out: too few answers to measure a wait, but the queue holds at
@@ -156,7 +163,7 @@ class CapacityTracker:
         wait = np.where(gone, np.maximum(wait, observed), wait)
         queued = queued | gone
         # successes only: in a collapse timeouts come at the admitted rate, not the capacity
-        served = f["throughput_per_s"]
+        served = np.where(services, f["throughput_per_s"], 0.0)
         self.measured_per_s = laws.capacity_update(
             self.measured_per_s, served, queued, c.capacity_gain
         )

@@ -231,7 +231,9 @@ class Governor:
         fast_b = c.buckets(c.latency_fast_ms)
         fast = fast_sums(st, fast_b)
         feats = detector_inputs(st, self._index, self._hb, c.bucket_ms, fast_b, fast)
-        feats = self._capacity.update(feats, st.horizon_sum[0], fast, st.horizon_sum[-1])
+        feats = self._capacity.update(
+            feats, st.horizon_sum[0], fast, st.horizon_sum[-1], self._index.mask(KIND_ENDPOINT)
+        )
         scored = {name: det.update_many(feats) for name, det in self._detectors.items()}
         self._decide(now_ms, feats, scored, out)
         if now_ms % c.feature_every_ms == 0:

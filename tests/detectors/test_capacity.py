@@ -28,7 +28,8 @@ def window(ok_ms: list[int], timeouts_ms: list[int] = ()) -> I64:  # type: ignor
 def step(tr: CapacityTracker, short: I64, fast: I64 | None = None,
          memory: I64 | None = None) -> dict[str, float]:
     f = core(short, SHORT_MS)
-    out = tr.update(f, short, short if fast is None else fast, short if memory is None else memory)
+    out = tr.update(f, short, short if fast is None else fast, short if memory is None else memory,
+                    np.ones(1, dtype=bool))
     return {k: float(v[0]) for k, v in out.items()}
 
 
@@ -100,7 +101,7 @@ def test_rows_follow_the_window_store() -> None:
     tr = tracker()
     f = core(np.concatenate([window([400] * 40), window([50] * 40)]), SHORT_MS)
     both = np.concatenate([window([400] * 40), window([50] * 40)])
-    tr.update(f, both, both, both)
+    tr.update(f, both, both, both, np.ones(2, dtype=bool))
     tr.keep(np.array([False, True]))
     assert len(tr) == 1 and float(tr.floor_ms[0]) == pytest.approx(50, rel=0.2)
     tr.grow(3)
