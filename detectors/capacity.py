@@ -1,24 +1,30 @@
 """Live service quantities that need no learned normal: capacity, no-load latency, queue wait,
 clients' patience. One tracker per governor, rows aligned with the window store's keys.
 
-Per evaluation (``update``), from the detection window (1 s) and the memory (60 s):
+Per evaluation (``update``), from the fast window (300 ms), the detection window (1 s), the mid
+window (10 s) and the memory (60 s):
 
 - ``ok_p50_ms``: median latency of successful attempts (the service's answer time), over the fast
-  window (300 ms) when it holds enough successes, else the detection window;
-- ``latency_floor_ms``: no-load latency, ``laws.floor_update`` of ``ok_p50_ms`` (the smallest
-  typical answer time, re-learnt upwards in bounded time);
-- ``observed_wait_ms``: ``max(0, ok_p50_ms - latency_floor_ms)``: every request in a FIFO queue
-  waits the queue's wait on top of its service time, so the median moves by the wait. It is the
-  wait of requests that *arrived* one wait ago (events are stamped at completion);
-- ``arrival_ratio``: arrivals over capacity from the queue's growth (``laws.arrival_ratio`` of the
-  reported wait's slope between the fast and the detection window), while a queue stands;
+  window when it holds enough successes, else the detection window;
+- ``latency_floor_ms``: no-load latency at the ``wait_quantile`` (20 %) of answers,
+  ``laws.floor_update`` of the mid window's quantile once the key has answered for
+  ``settle_ms`` (its first completions are its quickest), re-learnt upwards in bounded time;
+- ``observed_wait_ms``: the shift of that low quantile now (fast window, else detection window)
+  over the floor. Every request in a FIFO queue waits the queue's wait, the quick ones too, so
+  the low quantile moves by the wait, while a heavy tail without a queue leaves it in place. It
+  is the wait of requests that *arrived* one wait ago (events are stamped at completion);
+- ``arrival_ratio``: arrivals over capacity, ``laws.arrival_ratio`` of the reported wait's growth
+  (its trend, ``laws.trend_slope`` of two exponential averages), while a queue stands;
 - ``queue_wait_ms``: the wait a request arriving now faces, ``observed x arrival_ratio``;
-- ``queued``: 1 when the wait is at least ``queue_share`` of the floor and ``queue_min_ms``;
-- ``capacity_per_s``: the larger of ``laws.capacity_update`` (the throughput measured while
-  queued) and ``laws.demonstrated_update`` (the most successes per second lately). Successes only:
+- ``queued``: 1 when the wait is at least ``queue_share`` of the floor and ``queue_min_ms``, or
+  when most answers the clients waited for came too late (``gone_share``);
+- ``capacity_per_s``: while a queue stands and answers come, the successes per second measured
+  then (``laws.capacity_update``: a busy service serves its capacity); otherwise the larger of
+  that and ``laws.demonstrated_update`` (the most successes per second lately). Successes only:
   in a collapse timeouts arrive at the admitted rate, not at the capacity;
 - ``patience_ms``: how long clients wait before they give up: the mean latency of timed-out
-  attempts over the memory, kept once seen (0 = no client has timed out yet);
+  attempts over the memory, kept once seen, counted only while it outlasts 90 % of the
+  memory's answers (0 = not known);
 - ``utilization``: first attempts per second / capacity (0 when capacity is unknown).
 
 Everything is in event time and follows ``grow``/``keep`` like a detector's state.
@@ -41,7 +47,7 @@ from detectors.layout import (
     SUCCESSES,
     TIMEOUT_LATENCY_SUM_MS,
     TIMEOUTS,
-    hist_quantile,
+    hist_quantiles,
 )
 
 
@@ -56,8 +62,9 @@ class CapacityConfig:
       rate while queued;
     - ``capacity_memory_ms``: the demonstrated capacity halves per this much event time unless
       the service serves it again;
-    - ``gone_share``: when at least this share of attempts times out, the wait is taken to be at
-      least the clients' patience (too few answers remain to measure it);
+    - ``gone_share``: when at least this share of the answers clients waited for (successes and
+      timeouts) times out, the wait is taken to be at least the clients' patience (too few
+      answers remain to measure it);
     - ``max_slope``: the reported wait's growth is clipped here (``rho <= 1 / (1 - max_slope)``).
     """
 
@@ -69,6 +76,10 @@ class CapacityConfig:
     capacity_memory_ms: int = 10_000
     max_slope: float = 0.95
     gone_share: float = 0.5
+    wait_quantile: float = 0.2
+    trend_fast_ms: int = 1_000
+    trend_slow_ms: int = 5_000
+    settle_ms: int = 3_000
 
     def __post_init__(self) -> None:
         if self.relearn_ms <= 0:
@@ -79,16 +90,20 @@ class CapacityConfig:
             raise ConfigError("CapacityConfig.queue_share must be > 0, queue_min_ms >= 0")
         if not 0 < self.capacity_gain <= 1:
             raise ConfigError("CapacityConfig.capacity_gain must be in (0, 1]")
+        if not 0 < self.wait_quantile <= 0.5:
+            raise ConfigError("CapacityConfig.wait_quantile must be in (0, 0.5]")
+        if not 0 < self.trend_fast_ms < self.trend_slow_ms:
+            raise ConfigError("CapacityConfig: 0 < trend_fast_ms < trend_slow_ms")
         if self.capacity_memory_ms <= 0:
             raise ConfigError("CapacityConfig.capacity_memory_ms must be > 0")
 
 
 class CapacityTracker:
-    def __init__(
-        self, config: CapacityConfig, bucket_ms: int, short_ms: int, fast_ms: int
-    ) -> None:
+    def __init__(self, config: CapacityConfig, bucket_ms: int) -> None:
         self.config = config
-        self._centre_gap_ms = max((short_ms - fast_ms) / 2.0, float(bucket_ms))
+        self._step_ms = float(bucket_ms)
+        self._a_fast = laws.ewma_alpha(bucket_ms, config.trend_fast_ms)
+        self._a_slow = laws.ewma_alpha(bucket_ms, config.trend_slow_ms)
         self._growth = laws.floor_growth(bucket_ms, config.relearn_ms)
         self._decay = laws.decay_per_step(bucket_ms, config.capacity_memory_ms)
         # running state, one value per key (0 = not known yet)
@@ -96,17 +111,22 @@ class CapacityTracker:
         self.measured_per_s: F64 = np.zeros(0)
         self.demonstrated_per_s: F64 = np.zeros(0)
         self.patience_ms: F64 = np.zeros(0)
+        self.age_ms: F64 = np.zeros(0)  # event time with answers measured, per key
+        self.wait_fast_ms: F64 = np.zeros(0)  # EWMAs of the observed wait: its trend
+        self.wait_slow_ms: F64 = np.zeros(0)
 
-    _STATE = ("floor_ms", "measured_per_s", "demonstrated_per_s", "patience_ms")
+    _STATE = (
+        "floor_ms",
+        "measured_per_s",
+        "demonstrated_per_s",
+        "patience_ms",
+        "age_ms",
+        "wait_fast_ms",
+        "wait_slow_ms",
+    )
 
     def __len__(self) -> int:
         return int(self.floor_ms.shape[0])
-
-    @property
-    def capacity_per_s(self) -> F64:
-        """The larger of the measurement while queued and the demonstrated capacity."""
-        out: F64 = np.maximum(self.measured_per_s, self.demonstrated_per_s)
-        return out
 
     def grow(self, k: int) -> None:
         extra = k - len(self)
@@ -119,47 +139,80 @@ class CapacityTracker:
             setattr(self, name, getattr(self, name)[mask])
 
     def update(
-        self, f: Features, short: I64, fast: I64, memory: I64, services: np.ndarray
+        self,
+        f: Features,
+        short: I64,
+        fast: I64,
+        mid: I64,
+        memory: I64,
+        services: np.ndarray,
     ) -> Features:
         """Add the quantities above to ``f`` (features of the detection window), from the sums
         of the window (``short``), of the fast window (``fast``: the latency is measured there
-        when it holds ``min_successes``, so a queue shows within a few hundred ms) and of the
-        memory (``memory``). Only the rows in ``services`` (the endpoint keys: a capacity is a
+        when it holds ``min_successes``, so a queue shows within a few hundred ms), of the mid
+        window (``mid``: the floor's measurement) and of the memory (``memory``: patience).
+        Only the rows in ``services`` (the endpoint keys: a capacity is a
         service's) are measured; the others stay 0, as for a key with no traffic."""
         c = self.config
         self.grow(short.shape[0])
         hist = HIST0 + N_LATENCY_BINS
         fast_ok = services & (fast[:, SUCCESSES] >= c.min_successes)
         rows = np.flatnonzero(services)
-        # one quantile pass over both windows' histograms of the service rows
-        both = hist_quantile(np.concatenate([short[rows, HIST0:hist], fast[rows, HIST0:hist]]), 0.5)
-        p50_short = np.zeros(short.shape[0])
-        p50_fast = np.zeros(short.shape[0])
-        p50_short[rows], p50_fast[rows] = both[: rows.shape[0]], both[rows.shape[0] :]
-        p50 = np.where(fast_ok, p50_fast, p50_short)
+        n = rows.shape[0]
+        # one quantile pass over the three windows' histograms of the service rows
+        stacked = np.concatenate(
+            [short[rows, HIST0:hist], fast[rows, HIST0:hist], mid[rows, HIST0:hist]]
+        )
+        med, low = hist_quantiles(stacked, (0.5, c.wait_quantile))
+
+        def per_key(v: F64, part: int) -> F64:
+            out = np.zeros(short.shape[0])
+            out[rows] = v[part * n : (part + 1) * n]
+            return out
+
+        p50 = np.where(fast_ok, per_key(med, 1), per_key(med, 0))
+        low_short, low_fast, low_mid = per_key(low, 0), per_key(low, 1), per_key(low, 2)
         valid = services & (f["successes"] >= c.min_successes)
-        self.floor_ms = laws.floor_update(self.floor_ms, p50, valid, self._growth)
+        self.age_ms = np.where(valid, self.age_ms + self._step_ms, self.age_ms)
+        # the floor follows the mid window's low quantile (many samples: little noise, so the
+        # minimum tracker is not dragged below the truth by one quiet window's luck), once the
+        # key has answered for ``settle_ms``: the first completions of a key are the quick ones
+        # (the slow ones of the same arrivals complete later), which would set it too low
+        settled = valid & (self.age_ms >= c.settle_ms)
+        self.floor_ms = laws.floor_update(self.floor_ms, low_mid, settled, self._growth)
         known = valid & (self.floor_ms > 0)
-        observed = np.where(known, np.maximum(p50 - self.floor_ms, 0.0), 0.0)
+        low_now = np.where(fast_ok, low_fast, low_short)
+        observed = np.where(known, np.maximum(low_now - self.floor_ms, 0.0), 0.0)
         # FIFO geometry: completions report the wait of requests that arrived a wait ago, so
         # the reported wait grows at s = 1 - 1/rho while the queue grows at rho - 1
-        slope = np.where(
-            known & fast_ok,
-            np.clip((p50_fast - p50_short) / self._centre_gap_ms, 0.0, c.max_slope),
-            0.0,
+        self.wait_fast_ms = np.where(
+            known, self.wait_fast_ms + self._a_fast * (observed - self.wait_fast_ms), 0.0
         )
+        self.wait_slow_ms = np.where(
+            known, self.wait_slow_ms + self._a_slow * (observed - self.wait_slow_ms), 0.0
+        )
+        trend = laws.trend_slope(
+            self.wait_fast_ms, self.wait_slow_ms, c.trend_fast_ms, c.trend_slow_ms
+        )
+        slope = np.where(known, np.clip(trend, 0.0, c.max_slope), 0.0)
         rho = laws.arrival_ratio(slope)
         wait = observed * rho  # the wait a request arriving now faces
         queued = known & (observed >= c.queue_share * self.floor_ms) & (observed >= c.queue_min_ms)
         mem_timeouts = np.where(services, memory[:, TIMEOUTS], 0).astype(np.float64)
         seen = ratio(memory[:, TIMEOUT_LATENCY_SUM_MS].astype(np.float64), mem_timeouts)
         self.patience_ms = np.where(mem_timeouts > 0, seen, self.patience_ms)
-        # most attempts time out: too few answers to measure a wait, but the queue holds at
-        # least the clients' patience of work (a metastable collapse serves only dead work)
-        gone = (f["timeout_fraction"] >= c.gone_share) & (self.patience_ms > 0) & (
-            self.floor_ms > 0
-        )
-        observed = np.where(gone, np.maximum(observed, self.patience_ms - self.floor_ms), observed)
+        # a client's patience outlasts the answers it waited for: timeouts quicker than most
+        # answers (the memory's 90 % point) are not the clients' (an upstream's limit, a
+        # cancelled stream, a mix of clients none of whom waits that long for all its answers)
+        (p90_memory,) = hist_quantiles(memory[rows, HIST0:hist], (0.9,))
+        patience = np.where(self.patience_ms >= per_key(p90_memory, 0), self.patience_ms, 0.0)
+        # most answers the clients waited for came too late (timeouts over successes and
+        # timeouts: fast failures, e.g. a full queue's, are not waits): too few answers to
+        # measure a wait, but the queue holds at least the clients' patience of work (a
+        # metastable collapse serves only dead work)
+        late = ratio(f["timeouts"], f["timeouts"] + f["successes"])
+        gone = services & (late >= c.gone_share) & (patience > 0)
+        observed = np.where(gone, np.maximum(observed, patience - self.floor_ms), observed)
         wait = np.where(gone, np.maximum(wait, observed), wait)
         queued = queued | gone
         # successes only: in a collapse timeouts come at the admitted rate, not the capacity
@@ -170,7 +223,15 @@ class CapacityTracker:
         self.demonstrated_per_s = laws.demonstrated_update(
             self.demonstrated_per_s, served, self._decay
         )
-        capacity = self.capacity_per_s
+        # while a queue stands and answers come, the service is busy: what it serves is its
+        # capacity now (a slower service serves less than it demonstrated a minute ago); else
+        # (no queue, or a collapse that answers almost nothing) the larger of the last
+        # measurement and the demonstrated capacity
+        capacity = np.where(
+            queued & ~gone,
+            self.measured_per_s,
+            np.maximum(self.measured_per_s, self.demonstrated_per_s),
+        )
         f["ok_p50_ms"] = p50
         f["latency_floor_ms"] = self.floor_ms.copy()
         f["queue_wait_ms"] = wait
@@ -178,6 +239,6 @@ class CapacityTracker:
         f["arrival_ratio"] = np.where(queued, rho, 0.0)
         f["queued"] = queued.astype(np.float64)
         f["capacity_per_s"] = capacity
-        f["patience_ms"] = self.patience_ms.copy()
+        f["patience_ms"] = patience
         f["utilization"] = ratio(f["intent_rate_per_s"], capacity)
         return f

@@ -9,12 +9,12 @@ from detectors.capacity import CapacityConfig
 from detectors.errors import ConfigError
 from detectors.policy import PolicyConfig
 from detectors.scores import (
+    RULES,
     ContentionConfig,
     FanoutConfig,
     OrganicConfig,
     OverloadConfig,
     RetryStormConfig,
-    SaturationConfig,
 )
 
 
@@ -26,13 +26,8 @@ class ActionConfig:
       spreads a wave over more than its own width, which breaks the phase), and shed retries beyond
       ``retry_budget`` retries per first attempt (0.2, Finagle's default budget) with
       ``storm_retry_after_ms``.
-    - Saturation: defer the lowest priorities carrying the excess load and throttle (or shed) what
-      of them the endpoint cannot serve while draining its queue (``actions.saturation``) once
-      the score is >= ``saturation_shed_score`` and the episode is ``saturation_escalate_ms`` old
-      (0: at once; every 100 ms of waiting adds a tenth of a second of the overload to the queue
-      that the protected priorities then wait behind). A class that is all the endpoint's
-      traffic is shed by at most ``max_excess``. Priorities below ``protected_priorities`` are
-      never constrained by storm, saturation or fan-out directives.
+    - Priorities below ``protected_priorities`` are never constrained by storm or fan-out
+      directives (overload admission orders by priority instead: ``detectors/scores/overload.py``).
     - Contention: throttle to fair share of observed capacity, ``burst_s`` seconds of burst.
     - Fan-out: defer sub-requests ``fanout_hold_ms`` + U[0, ``fanout_jitter_ms``]; scoped to one
       endpoint when it carries >= ``localize_share`` of the tenant's sub-requests.
@@ -42,11 +37,6 @@ class ActionConfig:
     storm_jitter_ms: int = 500
     storm_retry_after_ms: int = 1_000
     retry_budget: float = 0.2
-    saturation_hold_ms: int = 200
-    saturation_jitter_ms: int = 300
-    saturation_shed_score: float = 0.6
-    saturation_escalate_ms: int = 0
-    saturation_retry_after_ms: int = 1_000
     max_excess: float = 0.9
     protected_priorities: int = 2
     burst_s: float = 0.2
@@ -59,16 +49,12 @@ class ActionConfig:
             "storm_hold_ms",
             "storm_jitter_ms",
             "storm_retry_after_ms",
-            "saturation_hold_ms",
-            "saturation_jitter_ms",
-            "saturation_escalate_ms",
-            "saturation_retry_after_ms",
             "fanout_hold_ms",
             "fanout_jitter_ms",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ActionConfig.{name} must be >= 0")
-        for name in ("retry_budget", "max_excess", "localize_share", "saturation_shed_score"):
+        for name in ("retry_budget", "max_excess", "localize_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ActionConfig.{name} must be in [0, 1]")
         if not 1 <= self.protected_priorities <= 9:
@@ -89,14 +75,12 @@ class GovernorConfig:
       ``"start"`` every attempt slower than the lateness would be late (and slow requests would
       vanish from the latency features exactly when latency rises).
     - ``feature_every_ms``: feature records are emitted when the boundary is a multiple of this.
-    - ``latency_fast_ms``: the saturation detector's quick latency window (300 ms: three
-      buckets, so a latency ramp shows within a second; its noise is learned by the z-gate).
+    - ``latency_fast_ms``: the quick latency window (300 ms: three buckets, so a queue shows
+      within a second; ``detectors/capacity.py`` measures the wait there when it holds enough
+      successes).
     - ``organic_guard``: organic score at/above which storm/contention/fan-out may not enter.
-    - ``overload_acts``: the overload detector (``detectors/scores/overload.py``, physical: work
-      that will not finish before its clients give up) also acts, by the admission law
-      (``actions.overload``: paced throttles, lowest priorities first). Off by default: on the
-      shipped scenarios it does not yet beat the saturation rule it is meant to replace (see
-      issue 9's note); its scores and capacity evidence are recorded either way.
+    - ``disabled``: rules (``detectors.scores.RULES`` names) that score and record but do not
+      act, e.g. ``["fanout"]`` while a new planner is rolled out.
     """
 
     bucket_ms: int = 100
@@ -106,11 +90,10 @@ class GovernorConfig:
     feature_every_ms: int = 1_000
     latency_fast_ms: int = 300
     organic_guard: float = 0.5
-    overload_acts: bool = False
+    disabled: tuple[str, ...] = ()
     retry_storm: RetryStormConfig = field(default_factory=RetryStormConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
-    saturation: SaturationConfig = field(default_factory=SaturationConfig)
     contention: ContentionConfig = field(default_factory=ContentionConfig)
     fanout: FanoutConfig = field(default_factory=FanoutConfig)
     organic: OrganicConfig = field(default_factory=OrganicConfig)
@@ -137,6 +120,10 @@ class GovernorConfig:
             raise ConfigError("latency_fast_ms must be a positive multiple of bucket_ms")
         if not 0 < self.organic_guard <= 1:
             raise ConfigError("organic_guard must be in (0, 1]")
+        acting = {r.name for r in RULES if r.plan is not None}
+        unknown = sorted(set(self.disabled) - acting)
+        if unknown:
+            raise ConfigError(f"disabled: unknown rules {unknown}, known: {sorted(acting)}")
 
     def buckets(self, ms: int) -> int:
         return ms // self.bucket_ms

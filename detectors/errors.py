@@ -14,9 +14,5 @@ class ConfigError(DetectorError, FlyballConfigError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
-class SnapshotError(DetectorError, ValueError):
-    """A snapshot cannot be restored (wrong format or version)."""
-
-
 class WatermarkError(DetectorError, ValueError):
     """Window stores that cannot be combined (different closed watermarks)."""

@@ -26,9 +26,8 @@ Outputs per boundary ``t``:
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
@@ -36,38 +35,16 @@ from detectors import actions
 from detectors.aggregate import aggregate_both, event_time_ms
 from detectors.capacity import CapacityTracker
 from detectors.config import GovernorConfig
-from detectors.errors import SnapshotError
 from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, fast_sums, feature_records
-from detectors.layout import HLL_M, KIND_ENDPOINT, KIND_PAIR, KIND_TENANT, N_MAX, N_SUM
+from detectors.layout import HLL_M, KIND_ENDPOINT, KIND_PAIR, N_MAX, N_SUM
 from detectors.policy import Planned, Policy
-from detectors.scores import (
-    Contention,
-    Detector,
-    Fanout,
-    OrganicGrowth,
-    Overload,
-    RetryStorm,
-    Saturation,
-    Scored,
-)
+from detectors.scores import RULES, Detector, Rule, Scored
 from detectors.windows import Key, WindowStore
 from schemas.columns import EventColumns
 from schemas.directive import Directive
 from schemas.records import FeatureRecord, ScoreRecord
 
 __all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
-
-# 2: storm baseline; 3: sources; 4: ROOT_SUCCESSES, saturation load; 5: capacity, overload
-_SNAPSHOT_VERSION: Final = 5
-# detector -> key kinds it acts on (and reports scores for)
-ACTING_KIND: Final[dict[str, str]] = {
-    "retry_storm": KIND_ENDPOINT,
-    "saturation": KIND_ENDPOINT,
-    "contention": KIND_PAIR,
-    "fanout": KIND_TENANT,
-}
-GUARDED: Final = frozenset({"retry_storm", "contention", "fanout"})
-
 
 @dataclass(frozen=True, slots=True)
 class IngestStats:
@@ -91,20 +68,16 @@ class Governor:
         gw_b = self._hb[min(1, len(self._hb) - 1)]  # gateway shares over the mid horizon
         self._gw = WindowStore(gw_b, (gw_b,), 1)
         self._detectors: dict[str, Detector[Any]] = {
-            "retry_storm": RetryStorm(c.retry_storm),
-            "overload": Overload(c.overload),
-            "saturation": Saturation(c.saturation),
-            "contention": Contention(c.contention),
-            "fanout": Fanout(c.fanout),
-            "organic_growth": OrganicGrowth(c.organic),
+            r.name: r.detector(getattr(c, r.config_field)) for r in RULES
         }
-        self._capacity = CapacityTracker(
-            c.capacity, c.bucket_ms, c.horizons_ms[0], c.latency_fast_ms
+        # the rules that act, in registry order; the others only record their scores
+        self._acting: tuple[Rule, ...] = tuple(
+            r for r in RULES if r.plan is not None and r.name not in c.disabled
         )
+        self._recording = tuple(r for r in RULES if r not in self._acting)
+        self._plans = {r.name: r.plan for r in self._acting if r.plan is not None}
+        self._capacity = CapacityTracker(c.capacity, c.bucket_ms)
         self._policy = Policy(c.policy)
-        self._acting = dict(ACTING_KIND)  # detector -> key kind it acts on, in this order
-        if c.overload_acts:
-            self._acting["overload"] = KIND_ENDPOINT
         self._index = KeyIndex.build([], -1)
         # source -> its newest event time (None: expected, no event yet); idle ones excluded
         self._source_max_ms: dict[int, int | None] = {}
@@ -232,7 +205,12 @@ class Governor:
         fast = fast_sums(st, fast_b)
         feats = detector_inputs(st, self._index, self._hb, c.bucket_ms, fast_b, fast)
         feats = self._capacity.update(
-            feats, st.horizon_sum[0], fast, st.horizon_sum[-1], self._index.mask(KIND_ENDPOINT)
+            feats,
+            st.horizon_sum[0],
+            fast,
+            st.horizon_sum[min(1, len(self._hb) - 1)],
+            st.horizon_sum[-1],
+            self._index.mask(KIND_ENDPOINT),
         )
         scored = {name: det.update_many(feats) for name, det in self._detectors.items()}
         self._decide(now_ms, feats, scored, out)
@@ -246,7 +224,7 @@ class Governor:
         scored: dict[str, Scored],
         out: GovernorOutput,
     ) -> None:
-        st, idx, ac = self._store, self._index, self.config.actions
+        st, idx = self._store, self._index
         organic = scored["organic_growth"].score
         organic_here = np.where(idx.mask(KIND_PAIR), organic[idx.endpoint_row], organic)
         calm = organic_here < self.config.organic_guard
@@ -261,40 +239,26 @@ class Governor:
         )
 
         def build(det: str, row: int, key: Key, onset_ms: int, t_ms: int) -> list[Planned]:
-            if det == "retry_storm":
-                return actions.storm(ctx, ac, row, key)
-            if det == "saturation":
-                return actions.saturation(ctx, ac, row, key, t_ms - onset_ms)
-            if det == "overload":
-                return actions.overload(ctx, ac, self.config.overload, row, key)
-            if det == "contention":
-                return actions.contention(ctx, ac, row, key)
-            return actions.fanout(ctx, ac, row, key)
+            return self._plans[det](ctx, self.config, row, key, t_ms - onset_ms)
 
-        for det, kind in self._acting.items():
-            s = scored[det]
-            of_kind = idx.mask(kind)
-            allowed = of_kind & calm if det in GUARDED else of_kind
+        for rule in self._acting:
+            s = scored[rule.name]
+            of_kind = idx.mask(rule.kind)
+            allowed = of_kind & calm if rule.guarded else of_kind
+            for name in rule.requires:
+                allowed = allowed & (scored[name].score >= self.config.policy.enter)
             directives, moved = self._policy.step(
-                now_ms, det, st.keys, s.score, allowed, build, s.evidence_at
+                now_ms, rule.name, st.keys, s.score, allowed, build, s.evidence_at
             )
             out.directives.extend(directives)
-            self._score_records(now_ms, det, s, of_kind, moved.entered + moved.released, out)
-        if not self.config.overload_acts:
-            # overload (admitted work that will not finish before its clients give up) is scored
-            # and recorded with its capacity evidence; it acts only when ``overload_acts``
-            ov = scored["overload"]
-            self._score_records(now_ms, "overload", ov, idx.mask(KIND_ENDPOINT), [], out)
-        org = scored["organic_growth"]
-        self._score_records(
-            now_ms,
-            "organic_growth",
-            org,
-            idx.mask(KIND_ENDPOINT) | idx.mask(KIND_TENANT),
-            [],
-            out,
-        )
-
+            self._score_records(
+                now_ms, rule.name, s, of_kind, moved.entered + moved.released, out
+            )
+        for rule in self._recording:  # scored and recorded as evidence, not acting
+            mask = np.zeros(len(st), dtype=bool)
+            for kind in rule.record_kinds:
+                mask |= idx.mask(kind)
+            self._score_records(now_ms, rule.name, scored[rule.name], mask, [], out)
 
     def _score_records(
         self,
@@ -322,21 +286,3 @@ class Governor:
             for i, k in enumerate(gw.keys)
             if k[0] == endpoint and k[1] == tenant and counts[i] > 0
         }
-
-    # --- state ---
-    def snapshot(self) -> bytes:
-        """Immutable bytes of the whole running state (restore only from trusted storage:
-        the format is pickle)."""
-        return pickle.dumps((_SNAPSHOT_VERSION, self.__dict__), protocol=pickle.HIGHEST_PROTOCOL)
-
-    @classmethod
-    def restore(cls, data: bytes) -> Governor:
-        try:
-            version, state = pickle.loads(data)
-        except Exception as exc:
-            raise SnapshotError(f"not a governor snapshot: {exc}") from exc
-        if version != _SNAPSHOT_VERSION:
-            raise SnapshotError(f"snapshot version {version}, expected {_SNAPSHOT_VERSION}")
-        gov = cls.__new__(cls)
-        gov.__dict__.update(state)
-        return gov

@@ -99,6 +99,19 @@ def arrival_ratio(slope: F64) -> F64:
     return out
 
 
+def ewma_alpha(step_ms: int, tau_ms: int) -> float:
+    """Per-step weight of an exponential average with time constant ``tau_ms``."""
+    return 1.0 - math.exp(-step_ms / tau_ms)
+
+
+def trend_slope(fast: F64, slow: F64, tau_fast_ms: int, tau_slow_ms: int) -> F64:
+    """Slope (units per ms) of a linear ramp from two exponential averages of it: each lags the
+    ramp by its time constant times the slope, so ``fast - slow = slope * (tau_slow - tau_fast)``.
+    """
+    out: F64 = (fast - slow) / float(tau_slow_ms - tau_fast_ms)
+    return out
+
+
 def floor_growth(step_ms: int, relearn_ms: int) -> float:
     """Per-evaluation factor by which the latency floor may rise: 2 per ``relearn_ms``."""
     return math.pow(2.0, step_ms / relearn_ms)

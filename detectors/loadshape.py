@@ -31,7 +31,6 @@ restores permanent protection.
 
 from __future__ import annotations
 
-import pickle
 from collections import deque
 from dataclasses import dataclass
 
@@ -137,21 +136,6 @@ class LoadShapeScorer:
                 for t, v in zip(ts_ms.tolist(), values.tolist(), strict=True)
             ]
         )
-
-    def snapshot(self) -> bytes:
-        run = (list(self._recent), self._run, self._run_sign)
-        return pickle.dumps((self.config, self._level, self._step, self._last, run))
-
-    @classmethod
-    def restore(cls, data: bytes) -> LoadShapeScorer:
-        state = pickle.loads(data)
-        config, level, step, last = state[:4]
-        s = cls(config)
-        s._level, s._step, s._last = level, step, last
-        if len(state) > 4:  # snapshots from before re-learning carry no run
-            recent, s._run, s._run_sign = state[4]
-            s._recent.extend(recent)
-        return s
 
 
 def score_series(ts_ms: I64, values: F64, config: LoadShapeConfig | None = None) -> F64:

@@ -9,13 +9,12 @@ score 0: by default inactive keys and those that have learned fewer than ``warmu
 
 A subclass declares ``name``, ``inputs`` (the features it reads), ``baselines`` (the features it
 learns) and implements ``_score``. State is a set of ``Ewma`` arrays aligned with the keys;
-``grow`` / ``keep`` follow the window store's rows. ``snapshot()`` is immutable bytes.
+``grow`` / ``keep`` follow the window store's rows.
 """
 
 from __future__ import annotations
 
 import importlib
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -24,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from detectors.baseline import Ewma, alpha_for_half_life
-from detectors.errors import ConfigError, SnapshotError
+from detectors.errors import ConfigError
 from detectors.layout import F64
 
 # the ufunc behind ``np.clip`` (same results, without its Python-level dispatch)
@@ -155,18 +154,6 @@ class Detector(ABC, Generic[C]):
     def _score(self, x: Mapping[str, F64]) -> tuple[F64, dict[str, F64], dict[str, F64]]:
         """(raw scores, evidence arrays, values to learn per baseline name)."""
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps((type(self).__name__, self.config, self.state))
-
-    @classmethod
-    def restore(cls: type[D], data: bytes) -> D:
-        name, config, state = pickle.loads(data)
-        if name != cls.__name__:
-            raise SnapshotError(f"snapshot of {name}, not {cls.__name__}")
-        det = cls(config)
-        det.state = state
-        return det
-
     def _z(self, base: str, value: F64, floor: float) -> F64:
         e = self.state[base]
         return (value - e.mean) / e.std(floor)
@@ -174,5 +161,3 @@ class Detector(ABC, Generic[C]):
     def _gate(self, z: F64) -> F64:
         return ramp(z, self.config.z_lo, self.config.z_hi)
 
-
-D = TypeVar("D", bound="Detector[Any]")

@@ -37,12 +37,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detectors.actions import EvalContext, throttle
 from detectors.features import ratio
-from detectors.layout import F64
+from detectors.layout import F64, KIND_PAIR
+from detectors.policy import Planned
+from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
+from detectors.windows import Key
+from schemas.directive import Scope
+
+if TYPE_CHECKING:
+    from detectors.config import GovernorConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +155,20 @@ class Contention(Detector[ContentionConfig]):
             "history_weight": w,
         }
         return raw, evidence, {"share": share, "endpoint_log_latency": log_lat}
+
+
+def plan(
+    ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
+) -> list[Planned]:
+    """``throttle`` {E, T} to a fair share of E's observed capacity, ``shares`` per gateway."""
+    cfg = config.actions
+    endpoint, tenant = key[1], key[2]
+    ep = int(ctx.endpoint_row[row])
+    n = max(float(ctx.features["active_tenants"][row]), 1.0)
+    capacity = float(ctx.features["completion_rate_per_s"][ep])
+    rate = round(max(capacity / n, 1.0), 3)
+    action = throttle(ctx, cfg, rate, endpoint, tenant)
+    return [Planned("throttle", Scope(endpoint=endpoint, tenant=tenant), action)]
+
+
+RULE = Rule(Contention, "contention", KIND_PAIR, plan, guarded=True)

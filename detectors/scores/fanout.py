@@ -12,11 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detectors.layout import F64
+from detectors.actions import EvalContext, priority_floor
+from detectors.layout import F64, KIND_TENANT, N_PRIORITIES, PRIO0
+from detectors.policy import Planned
+from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
+from detectors.windows import Key
+from schemas.directive import Action, Scope
+
+if TYPE_CHECKING:
+    from detectors.config import GovernorConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +64,40 @@ class Fanout(Detector[FanoutConfig]):
             "depth_baseline": base_depth,
         }
         return raw, evidence, {"fanout": fan, "depth": depth}
+
+
+def plan(
+    ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
+) -> list[Planned]:
+    """``defer`` {T, E if one endpoint carries most of T's sub-requests, min_depth=1,
+    min_priority=p}."""
+    cfg = config.actions
+    tenant = key[2]
+    growth = float(ctx.features["fanout"][row]) / max(
+        float(ctx.scored["fanout"].evidence["fanout_baseline"][row]), 1.0
+    )
+    excess = min(cfg.max_excess, max(0.0, 1.0 - 1.0 / growth)) if growth > 0 else 0.0
+    p, share = priority_floor(
+        ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES], excess, cfg.protected_priorities
+    )
+    if share <= 0:
+        return []
+    endpoint = None
+    pair_rows = ctx.pairs_of_tenant.get(tenant, [])
+    subs = ctx.features["sub_requests"]
+    total = float(subs[row])
+    if pair_rows and total > 0:
+        top = max(pair_rows, key=lambda r: (float(subs[r]), ctx.keys[r]))
+        if float(subs[top]) / total >= cfg.localize_share:
+            endpoint = ctx.keys[top][1]
+    scope = Scope(endpoint=endpoint, tenant=tenant, min_depth=1, min_priority=p)
+    return [
+        Planned(
+            "defer",
+            scope,
+            Action("defer", hold_ms=cfg.fanout_hold_ms, jitter_ms=cfg.fanout_jitter_ms),
+        )
+    ]
+
+
+RULE = Rule(Fanout, "fanout", KIND_TENANT, plan, guarded=True)

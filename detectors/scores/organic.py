@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.layout import F64
+from detectors.layout import F64, KIND_ENDPOINT, KIND_TENANT
+from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
 
 
@@ -63,3 +64,7 @@ class OrganicGrowth(Detector[OrganicConfig]):
                 "fanout": x["fanout"],
             },
         )
+
+
+# informs the others (the organic guard) and the capacity planners; never acts itself
+RULE = Rule(OrganicGrowth, "organic", KIND_ENDPOINT, recorded=(KIND_ENDPOINT, KIND_TENANT))

@@ -10,7 +10,7 @@ score = enough x max(nobody, risk, binding), where
   for nobody), counted when a queue stands (the timeouts come from waiting), or when most
   attempts time out (the service is too slow for its clients, queue or not). Timeouts in the
   tail of a heavy-tailed service without a queue are not overload;
-- ``risk`` = ramp((queue wait + no-load latency) / patience, risk_lo, risk_hi) x queued: what a
+- ``risk`` = ramp((answer time + the wait's growth) / patience, risk_lo, risk_hi) x queued: what a
   request arriving now will take is a large share of what clients wait (their observed timeout):
   the queue is about to turn into work for nobody (no term while no client has timed out);
 - ``growing`` = queued x ramp(arrival_ratio, grow_lo, grow_hi): arrivals well above capacity, read
@@ -29,13 +29,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detectors import laws
+from detectors.actions import EvalContext, priority_floor, throttle
 from detectors.errors import ConfigError
 from detectors.features import ratio
-from detectors.layout import F64
+from detectors.layout import F64, KIND_ENDPOINT, N_PRIORITIES, PRIO0
+from detectors.policy import Planned
+from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
+from detectors.windows import Key
+from schemas.directive import Scope
+
+if TYPE_CHECKING:
+    from detectors.config import GovernorConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +66,18 @@ class OverloadConfig(DetectorConfig):
     gone_hi: float = 0.5
     risk_lo: float = 0.4
     risk_hi: float = 0.7
-    grow_lo: float = 1.5
-    grow_hi: float = 2.5
+    grow_lo: float = 1.03
+    grow_hi: float = 1.1
     bind_lo: float = 0.02
     bind_hi: float = 0.10
     binding_weight: float = 0.5
     min_ran: float = 10.0
-    target_wait_share: float = 0.25
+    target_wait_share: float = 1.0
     target_wait_min_ms: int = 20
+    target_patience_share: float = 0.0
+    min_admit_share: float = 0.5
     horizon_ms: int = 2_000
-    hold_share: float = 0.5
+    hold_share: float = 0.9
     hold_max_ms: int = 10_000
 
     def __post_init__(self) -> None:
@@ -108,9 +120,14 @@ class Overload(Detector[OverloadConfig]):
         tf = x["timeout_fraction"]
         queued = x["queued"]
         gone = ramp(tf, c.gone_lo, c.gone_hi)
-        nobody = ramp(tf, c.nobody_lo, c.nobody_hi) * np.maximum(queued, gone)
         patience = x["patience_ms"]
-        to_patience = ratio(x["observed_wait_ms"] + x["latency_floor_ms"], patience)
+        # timeouts are clients giving up only where they outlast the answers (``patience_ms``
+        # is 0 otherwise: an upstream's limit, or noise)
+        nobody = ramp(tf, c.nobody_lo, c.nobody_hi) * np.maximum(queued, gone) * (patience > 0)
+        # what a request arriving now takes: the answer time reported now, plus the wait's growth
+        # since those requests arrived
+        ahead = x["ok_p50_ms"] + np.maximum(x["queue_wait_ms"] - x["observed_wait_ms"], 0.0)
+        to_patience = ratio(ahead, patience)
         risk = ramp(to_patience, c.risk_lo, c.risk_hi) * queued
         throttled_share = ratio(x["throttled"], x["attempts"])
         binding = c.binding_weight * ramp(throttled_share, c.bind_lo, c.bind_hi)
@@ -132,3 +149,71 @@ class Overload(Detector[OverloadConfig]):
             "throttled_share": throttled_share,
         }
         return raw, evidence, {"timeout_fraction": tf}
+
+
+def plan(
+    ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
+) -> list[Planned]:
+    """Admit about the capacity, lowest priorities first (``laws.admission_rate``).
+
+    ``a = capacity x (1 + (target wait - wait) / horizon)`` is what the endpoint may be offered;
+    the constrained class is the fewest lowest priorities whose demand covers the excess
+    ``1 - capacity / demand`` (any priority: when the most important demand alone exceeds capacity,
+    admitting more of it only makes all of it late); it is throttled to what the priorities
+    above leave, ``max(0, a - above)``, and paced rather than rejected up to the hold budget
+    (a share of the clients' patience), so that a burst waits at the gateway instead of in the
+    service's queue, where the client's clock runs."""
+    cfg, ocfg = config.actions, config.overload
+    f = ctx.features
+    cap = float(f["capacity_per_s"][row])
+    if cap <= 0:
+        return []
+    floor = float(f["latency_floor_ms"][row])
+    wait = float(f["observed_wait_ms"][row])
+    patience = float(f["patience_ms"][row])
+    service = max(float(f["ok_p50_ms"][row]) - float(f["observed_wait_ms"][row]), floor)
+    # the standing queue to hold: what the clients tolerate (a share of their patience, less
+    # the service time), at least enough that no slot idles
+    target = max(float(ocfg.target_wait_min_ms), ocfg.target_wait_share * floor)
+    if patience > 0:
+        target = max(target, ocfg.target_patience_share * patience - service)
+    # drain within half the clients' patience (the hold cap while no client timed out yet)
+    horizon = max(float(ocfg.horizon_ms), 0.5 * patience if patience > 0 else ocfg.hold_max_ms)
+    admit = float(laws.admission_rate(np.array([cap]), np.array([wait]), np.array([target]),
+                                      horizon)[0])
+    # never shut the endpoint: the queue still drains at ``capacity - admit``, and what is
+    # admitted keeps the measurements (and the episode's exit) alive
+    admit = max(admit, ocfg.min_admit_share * cap)
+    # completions report at most the capacity while a queue grows; the arrivals are the
+    # capacity times the queue's growth (``laws.arrival_ratio``)
+    demand = max(float(f["attempt_rate_per_s"][row]), float(f["arrival_ratio"][row]) * cap)
+    excess = min(1.0, max(0.0, 1.0 - cap / demand)) if demand > 0 else 0.0
+    prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
+    p, share = priority_floor(prio, excess, 0)
+    if share <= 0:
+        return []
+    # the priorities above are counted as they complete (the growth of the queue is the
+    # constrained class's: scaling them by it would starve the class)
+    per_s = float(f["attempt_rate_per_s"][row]) / max(float(prio.sum()), 1.0)
+    while p > 0 and float(prio[:p].sum()) * per_s > admit:
+        p -= 1  # the priorities above would overrun what may be admitted: widen the class
+    above = float(prio[:p].sum()) * per_s
+    rate = round(max(0.0, admit - above), 3)
+    answer = service + target  # the answer time once the queue is held at the target wait
+    hold = ocfg.hold_share * patience - answer if patience > 0 else float(ocfg.hold_max_ms)
+    hold_ms = int(min(max(hold, 0.0), float(ocfg.hold_max_ms)))
+    action = throttle(ctx, cfg, rate, key[1], max_delay_ms=hold_ms)
+    evidence: dict[str, float | int | str] = {
+        "law": "admit = capacity * (1 + (target_wait - wait) / horizon)",
+        "admit_per_s": round(admit, 3),
+        "demand_per_s": round(demand, 3),
+        "target_wait_ms": round(target, 1),
+        "horizon_ms": round(horizon),
+        "above_per_s": round(above, 3),
+        "max_delay_ms": hold_ms,
+    }
+    scope = Scope(endpoint=key[1], min_priority=p if p > 0 else None)
+    return [Planned(f"admit-p{p}", scope, action, evidence)]
+
+
+RULE = Rule(Overload, "overload", KIND_ENDPOINT, plan)

@@ -24,12 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detectors.actions import EvalContext
 from detectors.baseline import Ewma, alpha_for_half_life
-from detectors.layout import F64
+from detectors.layout import F64, KIND_ENDPOINT, N_PRIORITIES, PRIO0
+from detectors.policy import Planned
+from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
+from detectors.windows import Key
+from schemas.directive import Action, Scope
+
+if TYPE_CHECKING:
+    from detectors.config import GovernorConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +96,43 @@ class RetryStorm(Detector[RetryStormConfig]):
             "error_fraction_baseline": err_base.mean,
         }
         return raw, evidence, {"amplification": amp}
+
+
+def plan(
+    ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
+) -> list[Planned]:
+    """Defer retries (hold + jitter breaks the phase) and shed those beyond the budget: ``defer``
+    {E, min_attempt=1, min_priority=protected}; ``shed`` (same scope) of the retries beyond
+    ``retry_budget`` per first attempt (``fraction`` = excess retries / retries)."""
+    cfg = config.actions
+    prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
+    if not prio[cfg.protected_priorities :].any():
+        return []  # only protected priorities here: nothing this governor may hold or shed
+    scope = Scope(endpoint=key[1], min_attempt=1, min_priority=cfg.protected_priorities)
+    out = [
+        Planned(
+            "defer",
+            scope,
+            Action("defer", hold_ms=cfg.storm_hold_ms, jitter_ms=cfg.storm_jitter_ms),
+        )
+    ]
+    retries = float(ctx.features["retries"][row])
+    budget = cfg.retry_budget * float(ctx.features["first_attempts"][row])
+    if retries > budget and retries > 0:
+        fraction = round((retries - budget) / retries, 3)
+        out.append(
+            Planned(
+                "shed",
+                scope,
+                Action("shed", fraction=fraction, retry_after_ms=cfg.storm_retry_after_ms),
+            )
+        )
+    return out
+
+
+# Retries are waste only where they overrun the service: a storm enters where the service is
+# overloaded (work for nobody, or about to be), never on failures a service with headroom
+# answers, such as an error blip its clients retry politely
+RULE = Rule(
+    RetryStorm, "retry_storm", KIND_ENDPOINT, plan, guarded=True, requires=("overload",)
+)

@@ -7,7 +7,8 @@ pattern is added:
 
 - ``storm``: ``chat`` fails fast; every failed attempt is retried on a shared 300 ms wave grid
   (fixed backoff, no jitter: in phase), retries fail too, up to 3 retries;
-- ``saturation``: ``chat`` latency x (1 -> 4) over 2 s, timeouts only after 2 s;
+- ``saturation``: ``chat`` latency x (1 -> 4) over 2 s; from +2 s 30 % of its clients give up at
+  their 1 s timeout (and every attempt slower than that times out);
 - ``contention``: tenant ``t0`` adds ``surge`` x the total base rate of root intents on ``chat``;
 - ``fanout``: tenant ``t1``'s intents spawn ~6 sub-requests, each with grandchildren (depth 2);
 - ``organic``: every tenant's intents grow by the same total amount as ``contention`` adds,
@@ -27,6 +28,7 @@ from schemas.columns import STATUS_ERROR, STATUS_OK, STATUS_TIMEOUT, EventColumn
 EPOCH_MS = 1_700_000_000_000
 ENDPOINTS = ("chat", "search", "embed")
 ENDPOINT_WEIGHTS = np.array([0.6, 0.25, 0.15])
+CLIENT_TIMEOUT_MS = 1_000  # the saturation pattern's clients give up after this
 MEDIAN_LATENCY_MS = {"chat": 80.0, "search": 40.0, "embed": 15.0}
 PRIORITY_WEIGHTS = np.array([0.05, 0.1, 0.15, 0.15, 0.15, 0.1, 0.1, 0.1, 0.05, 0.05])
 
@@ -164,7 +166,9 @@ def generate(sc: Scenario) -> EventColumns:
         m = 1.0 + 3.0 * np.clip((a_ts - sc.onset_ms) / 2000.0, 0.0, 1.0)
         lat = np.where(on, lat * m, lat)
         late = on & (a_ts >= sc.onset_ms + 2000) & (rng.random(a_ts.shape[0]) < 0.3)
-        status[late] = STATUS_TIMEOUT
+        late |= on & (lat >= CLIENT_TIMEOUT_MS)
+        status[late] = STATUS_TIMEOUT  # the client gave up after its timeout
+        lat = np.where(late, CLIENT_TIMEOUT_MS, lat)
     lat = np.where(a_fail, 10 + rng.integers(0, 20, a_ts.shape[0]), lat).astype(np.int64)
     status[a_fail] = STATUS_ERROR
     tname = np.array(sc.tenants, dtype=object)

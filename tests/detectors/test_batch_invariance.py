@@ -38,7 +38,7 @@ def _run(events: EventColumns, cuts: np.ndarray) -> tuple[list[object], int]:
     return directives, late
 
 
-@pytest.mark.parametrize(("pattern", "seed"), [("storm", 3), ("contention", 5)])
+@pytest.mark.parametrize(("pattern", "seed"), [("saturation", 3), ("contention", 5)])
 def test_same_log_any_batching_same_directives(pattern: str, seed: int) -> None:
     events = _disordered(pattern, seed)
     n = len(events)

@@ -109,8 +109,9 @@ def directives(outs: list[GovernorOutput], detector: str) -> list[Directive]:
 @pytest.mark.parametrize("rate", RATES)
 def test_a_recovering_retry_storm_gets_no_fanout_directive(rate: float) -> None:
     _sc, outs = run("storm", rate)
-    storm = directives(outs, "retry_storm")
-    assert storm and min(d.issued_ms for d in storm) - EPOCH_MS <= ONSET_MS + 1000
+    # the storm is real (scored from its first second), whether or not it is governed
+    storm = [s for o in outs for s in o.scores if s.detector == "retry_storm" and s.score >= 0.6]
+    assert storm and min(s.ts_ms for s in storm) - EPOCH_MS <= ONSET_MS + 1000
     # the harness does drain a backlog: roots return on retries far faster than intents enter
     drained = [
         f

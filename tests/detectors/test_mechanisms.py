@@ -1,5 +1,6 @@
-"""The governor does not score its own intervention, protects top priorities, attacks fast and
-releases slowly (see detectors/scores/retry_storm.py, detectors/actions.py, detectors/policy.py).
+"""The governor does not score its own intervention, protects top priorities, sizes admission
+by plain arithmetic, attacks fast and releases slowly (see detectors/scores/retry_storm.py,
+detectors/scores/overload.py, detectors/policy.py).
 """
 
 from __future__ import annotations
@@ -7,12 +8,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from detectors import actions
-from detectors.config import ActionConfig
+from detectors.config import GovernorConfig
 from detectors.layout import N_PRIORITIES, N_SUM, PRIO0
 from detectors.policy import Planned, Policy, PolicyConfig
-from detectors.scores import RetryStorm, Scored
+from detectors.scores import OverloadConfig, RetryStorm, overload, retry_storm
 from detectors.windows import Key
 from schemas.directive import Action, Directive, Scope
 
@@ -57,70 +59,99 @@ def test_storm_failure_baseline_does_not_learn_the_failure() -> None:
     assert det.update_many(storm_features(1, 3.0, 0.9, 0.0)).score[0] >= 0.6
 
 
-def ctx_for(prio: list[int], successes: float, errors: float, ratio: float) -> actions.EvalContext:
+def ctx_for(prio: list[int], **features: float) -> actions.EvalContext:
+    """One endpoint key ``KEY`` whose short window holds ``prio`` attempts per priority (1 s)."""
     sums = np.zeros((1, N_SUM), dtype=np.int64)
     sums[0, PRIO0 : PRIO0 + N_PRIORITIES] = prio
     n = float(sum(prio))
     feats = {
-        "attempts": np.array([n]),
-        "attempt_rate_per_s": np.array([n]),
-        "successes": np.array([successes]),
-        "errors": np.array([errors]),
-        "retries": np.array([n / 2]),
-        "first_attempts": np.array([n / 2]),
-    }
-    sat = Scored(np.array([0.9]), {"latency_ratio": np.array([ratio])})
+        "attempts": n,
+        "attempt_rate_per_s": n,
+        "retries": n / 2,
+        "first_attempts": n / 2,
+        "arrival_ratio": 0.0,
+        "observed_wait_ms": 0.0,
+        "queue_wait_ms": 0.0,
+        "patience_ms": 0.0,
+        "latency_floor_ms": 15.0,  # target wait: max(20 ms, 1 x floor) = 20 ms
+        "ok_p50_ms": 200.0,
+    } | features
     return actions.EvalContext(
         [KEY, ("P", "llm", "t")],
-        feats,
+        {k: np.array([v]) for k, v in feats.items()},
         sums,
         np.array([0, 0]),
         {},
         lambda e, t: {"gw0": 3, "gw1": 1},
-        {"saturation": sat},
+        {},
     )
 
 
-def test_storm_and_saturation_never_constrain_protected_priorities() -> None:
-    cfg = ActionConfig()
+def test_storm_never_constrains_protected_priorities() -> None:
+    cfg = GovernorConfig()
     mixed = [300, 50, 0, 0, 0, 0, 0, 900, 0, 0]
-    for planned in (
-        actions.storm(ctx_for(mixed, 150, 0, 3.0), cfg, 0, KEY),
-        actions.saturation(ctx_for(mixed, 150, 0, 3.0), cfg, 0, KEY, 0),
-    ):
-        assert planned
-        assert all((p.scope.min_priority or 0) >= cfg.protected_priorities for p in planned)
+    planned = retry_storm.plan(ctx_for(mixed), cfg, 0, KEY, 0)
+    assert planned
+    assert all((p.scope.min_priority or 0) >= cfg.actions.protected_priorities for p in planned)
     only_top = [500, 100, 0, 0, 0, 0, 0, 0, 0, 0]
-    assert actions.storm(ctx_for(only_top, 150, 0, 3.0), cfg, 0, KEY) == []
-    assert actions.saturation(ctx_for(only_top, 150, 0, 3.0), cfg, 0, KEY, 0) == []
+    assert retry_storm.plan(ctx_for(only_top), cfg, 0, KEY, 0) == []
 
 
-def test_saturation_throttles_the_low_class_to_what_the_top_leaves() -> None:
-    cfg = ActionConfig()
-    # served 150/s, queue at 1.5x normal latency, priority 0 takes 60/s: batch gets 150/1.5-60
-    planned = actions.saturation(
-        ctx_for([60, 0, 0, 0, 0, 0, 0, 700, 0, 0], 150, 0, 1.5), cfg, 0, KEY, 0
-    )
-    kinds = {p.part: p for p in planned}
-    assert kinds["throttle"].scope.min_priority == 7
-    assert kinds["throttle"].action.rate_per_s == 40.0
-    assert dict(kinds["throttle"].action.shares) == {"gw0": 0.75, "gw1": 0.25}
-    # a long queue: the batch class gets nothing until it drains
-    planned = actions.saturation(
-        ctx_for([60, 0, 0, 0, 0, 0, 0, 700, 0, 0], 150, 0, 4.0), cfg, 0, KEY, 0
-    )
-    assert {p.part: p for p in planned}["throttle"].action.rate_per_s == 0.0
+# --- admission sizing (``overload.plan``): plain arithmetic --------------------------------
 
 
-def test_saturation_of_a_single_class_sheds_at_most_max_excess() -> None:
-    cfg = ActionConfig()
-    # every client times out: nothing served; the endpoint is never shut off
-    planned = actions.saturation(
-        ctx_for([0, 0, 0, 400, 0, 0, 0, 0, 0, 0], 0, 0, 5.0), cfg, 0, KEY, 0
-    )
-    kinds = {p.part: p for p in planned}
-    assert "throttle" not in kinds
-    assert kinds["shed"].action.fraction == cfg.max_excess
+def admission(prio: list[int], **features: float) -> Planned:
+    planned = overload.plan(ctx_for(prio, **features), GovernorConfig(), 0, KEY, 0)
+    assert len(planned) == 1
+    return planned[0]
+
+
+def test_admission_gives_the_low_class_what_capacity_leaves_above_it() -> None:
+    # capacity 150/s, no standing queue, priority 0 completes 60/s, priority 7 arrives at
+    # 2 x capacity (the queue's growth); no client timed out yet, so the horizon is the hold cap
+    # (10 s): admit = 150 x (1 + 20 / 10000) = 150.3, class 7 gets 150.3 - 60, paced by the
+    # gateways in proportion to their traffic
+    p = admission([60, 0, 0, 0, 0, 0, 0, 90, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0)
+    assert p.scope.min_priority == 7
+    assert p.action.type == "throttle"
+    assert p.action.rate_per_s == pytest.approx(150.3 - 60.0)
+    assert dict(p.action.shares) == {"gw0": 0.75, "gw1": 0.25}
+    assert p.evidence["admit_per_s"] == pytest.approx(150.3)
+    assert p.evidence["demand_per_s"] == pytest.approx(300.0)
+
+
+def test_admission_drains_a_standing_queue_but_never_shuts_the_endpoint() -> None:
+    # a 1 s wait to drain within half the patience: admit = 150 x (1 + (20 - 1000) / 2000) = 76.5
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0,
+                  observed_wait_ms=1_000.0, patience_ms=4_000.0)
+    assert p.action.rate_per_s == pytest.approx(76.5)
+    # a wait far beyond the horizon would ask for 0; half the capacity still flows
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0,
+                  observed_wait_ms=30_000.0, patience_ms=4_000.0)
+    assert p.action.rate_per_s == pytest.approx(75.0)
+
+
+def test_admission_widens_the_class_when_the_priorities_above_overrun_it() -> None:
+    # priority 3 alone completes 200/s against a capacity of 150/s: admitting more of it only
+    # makes all of it late, so priorities >= 3 are the class, throttled to the admitted rate
+    p = admission([0, 0, 0, 200, 0, 0, 0, 100, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0)
+    assert p.scope.min_priority == 3
+    assert p.action.rate_per_s == pytest.approx(150.3)
+
+
+def test_admission_paces_for_what_the_clients_wait() -> None:
+    # patience 4 s, answer ~100 ms + the 20 ms target: a paced request may wait at the gateway
+    # 0.9 x 4000 - 120 ms; without a known patience, up to the hold cap
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0,
+                  patience_ms=4_000.0)
+    assert p.action.max_delay_ms == int(0.9 * 4_000 - 200 - 20)
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0)
+    assert p.action.max_delay_ms == OverloadConfig().hold_max_ms
+
+
+def test_no_admission_without_excess_demand() -> None:
+    ctx = ctx_for([0] * 7 + [100, 0, 0], capacity_per_s=150.0)
+    assert overload.plan(ctx, GovernorConfig(), 0, KEY, 0) == []
 
 
 CFG = PolicyConfig(enter=0.6, exit=0.3, min_hold_ms=2_000, ttl_ms=3_000, refresh_ms=1_000)
@@ -131,7 +162,7 @@ def drive(policy: Policy, scores: list[float], plans: list[list[Planned]]) -> li
     for i, (s, plan) in enumerate(zip(scores, plans, strict=True)):
         ds, _ = policy.step(
             (i + 1) * 100,
-            "saturation",
+            "overload",
             [KEY],
             np.array([s]),
             np.ones(1, dtype=bool),

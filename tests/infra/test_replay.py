@@ -18,15 +18,16 @@ from flyball.settings import Settings
 from infra.history import HistoryStore
 from schemas import jsoncodec
 from schemas.columns import EventColumns
+from schemas.directive import Directive
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "detectors"))
 from synth import EPOCH_MS, Scenario, generate
 
 
-def _recent_storm() -> EventColumns:
-    """The synthetic storm moved to the last minutes (history's TTL drops old rows on insert)."""
+def _recent_saturation() -> EventColumns:
+    """The synthetic saturation, moved to the last minutes (history's TTL drops old rows)."""
     events = generate(
-        Scenario(pattern="storm", rate_per_s=200.0, duration_ms=20_000, onset_ms=15_000)
+        Scenario(pattern="saturation", rate_per_s=200.0, duration_ms=20_000, onset_ms=15_000)
     )
     shift = (int(time.time() * 1000) - 60_000 - EPOCH_MS) // 1000 * 1000
     cols = events.as_dict()
@@ -57,7 +58,7 @@ def _run_json(
 def test_replay_from_history_matches_the_core(
     settings: Settings, store: HistoryStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    events = _recent_storm()
+    events = _recent_saturation()
     store.insert_events(events)
     store.insert_events(events.take(slice(0, 500)))  # a redelivery: deduped, not replayed twice
     direct = replay_events(events, GovernorConfig())
@@ -67,7 +68,7 @@ def test_replay_from_history_matches_the_core(
         if d.action.type != "release":
             first_issue.setdefault(d.id, d.issued_ms)
     episodes = {i for i, t in first_issue.items() if t < hi}  # episodes started in the range
-    assert any(d.reason.detector == "retry_storm" for d in direct.directives)
+    assert any(d.reason.detector == "overload" for d in direct.directives)
 
     first = _run_json(settings, events, capsys)
     second = _run_json(settings, events, capsys)
@@ -79,7 +80,7 @@ def test_replay_from_history_matches_the_core(
 def test_replay_compare_and_what_if(
     settings: Settings, store: HistoryStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    events = _recent_storm()
+    events = _recent_saturation()
     store.insert_events(events)
     live = replay_events(events, GovernorConfig()).directives
     store.insert_directives(live)
@@ -89,14 +90,14 @@ def test_replay_compare_and_what_if(
     assert compare["both"] == compare["recorded"] > 0  # type: ignore[index]
 
     what_if = tmp_path / "what-if.toml"
-    what_if.write_text("[governor.actions]\nstorm_hold_ms = 777\n")
+    what_if.write_text("[governor.overload]\nhold_share = 0.5\n")  # pace for half as long
     changed = replay_events(events, load_governor_config(what_if)).directives
-    holds = {
-        d.action.hold_ms
-        for d in changed
-        if d.reason.detector == "retry_storm" and d.action.type == "defer"
-    }
-    assert holds == {777}
+
+    def holds(ds: list[Directive]) -> list[int]:
+        return [d.action.max_delay_ms for d in ds
+                if d.reason.detector == "overload" and d.action.type == "throttle"]
+
+    assert holds(changed) and max(holds(changed)) < min(h for h in holds(live) if h > 0)
 
 
 def test_bad_replay_arguments(settings: Settings, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The overload rule in the simulator: a cold start inside an incident (overloaded from the first
-second, nothing normal ever learned). Opt-in (``overload_acts``), see detectors/config.py."""
+second, nothing normal ever learned), and how an operator turns a rule off (``disabled``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sim.metrics import compute
 from sim.scenario import parse_scenario
 
 
-def cold_start(acts: bool) -> dict[str, Any]:
+def cold_start(acts: bool = True) -> dict[str, Any]:
     return {
         "name": "cold-start-overload",
         "seed": 5,
@@ -24,7 +24,7 @@ def cold_start(acts: bool) -> dict[str, Any]:
             "retry": {"max_attempts": 3, "backoff": "none", "jitter": "none",
                       "timeout_ms": 2_000},
         }],
-        "policies": {"governor": {"overload_acts": acts}},
+        "policies": {"governor": {} if acts else {"disabled": ["overload"]}},
     }
 
 
@@ -47,6 +47,6 @@ def test_cold_start_overload_is_paced_at_capacity_within_seconds() -> None:
     assert governed > 2 * ungoverned
 
 
-def test_overload_is_recorded_but_does_not_act_by_default() -> None:
+def test_a_disabled_rule_does_not_act() -> None:
     r = simulate(parse_scenario(cold_start(False)), "governor")
     assert not [d for _, d in r.directives if d.reason.detector == "overload"]
