@@ -245,8 +245,9 @@ class Governor:
             s = scored[rule.name]
             of_kind = idx.mask(rule.kind)
             allowed = of_kind & calm if rule.guarded else of_kind
-            for name in rule.requires:
-                allowed = allowed & (scored[name].score >= self.config.policy.enter)
+            for name in rule.requires:  # on the key's endpoint (pairs: their endpoint's row)
+                required = scored[name].score[idx.endpoint_row]
+                allowed = allowed & (required >= self.config.policy.enter)
             directives, moved = self._policy.step(
                 now_ms, rule.name, st.keys, s.score, allowed, build, s.evidence_at
             )

@@ -28,9 +28,9 @@ class Rule:
     - ``plan``: detection -> actions; None for a rule that only informs others (its scores are
       recorded, e.g. the organic guard);
     - ``guarded``: may not enter an episode where growth is organic (``organic_guard``);
-    - ``requires``: rules whose score must be at the policy's ``enter`` on a key for an episode
-      of this one to enter there (a physical precondition: retries are a storm only while they
-      overrun the service, i.e. where ``overload`` scores);
+    - ``requires``: rules whose score must be at the policy's ``enter`` on a key's endpoint for
+      an episode of this one to enter there (a physical precondition: retries are a storm only
+      while they overrun the service, i.e. where ``overload`` scores);
     - ``recorded``: key kinds whose scores are recorded, when not just ``kind``.
     """
 

@@ -113,3 +113,11 @@ def test_feature_records_cover_every_horizon_and_key_level(
         "depth_max",
     ):
         assert name in sample
+
+
+def test_disabled_names_acting_rules_only() -> None:
+    assert GovernorConfig(disabled=("fanout",)).disabled == ("fanout",)
+    with pytest.raises(ConfigError, match="unknown rules"):
+        GovernorConfig(disabled=("saturation",))  # retired, not a rule any more
+    with pytest.raises(ConfigError, match="unknown rules"):
+        GovernorConfig(disabled=("organic_growth",))  # informs the others; it never acts
