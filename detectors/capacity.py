@@ -57,7 +57,7 @@ class CapacityConfig:
       1.6x slower model is the new normal after ``relearn_ms * log2(1.6)`` = 20 s);
     - ``min_successes``: successes in the detection window for a latency measurement;
     - ``queue_share`` / ``queue_min_ms``: a queue stands when the wait is at least this share of
-      the floor and at least this many ms (below that it is the noise of one window's median);
+      the floor and at least this many ms (below that it is the noise of one window's quantile);
     - ``capacity_gain``: how far one evaluation moves the measured capacity towards the served
       rate while queued;
     - ``capacity_memory_ms``: the demonstrated capacity halves per this much event time unless
@@ -65,7 +65,11 @@ class CapacityConfig:
     - ``gone_share``: when at least this share of the answers clients waited for (successes and
       timeouts) times out, the wait is taken to be at least the clients' patience (too few
       answers remain to measure it);
-    - ``max_slope``: the reported wait's growth is clipped here (``rho <= 1 / (1 - max_slope)``).
+    - ``max_slope``: the reported wait's growth is clipped here (``rho <= 1 / (1 - max_slope)``);
+    - ``wait_quantile``: the answer quantile whose shift over its floor is the queue wait;
+    - ``trend_fast_ms`` / ``trend_slow_ms``: time constants of the two averages of the wait whose
+      difference is its growth (``laws.trend_slope``);
+    - ``settle_ms``: answering time of a key before its floor is measured.
     """
 
     relearn_ms: int = 30_000

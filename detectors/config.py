@@ -20,7 +20,7 @@ from detectors.scores import (
 
 @dataclass(frozen=True, slots=True)
 class ActionConfig:
-    """How detections become actions (see ``detectors/actions.py``).
+    """How detections become actions (each rule's ``plan`` in ``detectors/scores/``).
 
     - Retry storm: defer retries ``storm_hold_ms`` + U[0, ``storm_jitter_ms``] (jitter >= hold:
       spreads a wave over more than its own width, which breaks the phase), and shed retries beyond

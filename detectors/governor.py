@@ -36,7 +36,7 @@ from detectors.aggregate import aggregate_both, event_time_ms
 from detectors.capacity import CapacityTracker
 from detectors.config import GovernorConfig
 from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, fast_sums, feature_records
-from detectors.layout import HLL_M, KIND_ENDPOINT, KIND_PAIR, N_MAX, N_SUM
+from detectors.layout import HLL_M, KIND_ENDPOINT, N_MAX, N_SUM
 from detectors.policy import Planned, Policy
 from detectors.scores import RULES, Detector, Rule, Scored
 from detectors.windows import Key, WindowStore
@@ -225,9 +225,8 @@ class Governor:
         out: GovernorOutput,
     ) -> None:
         st, idx = self._store, self._index
-        organic = scored["organic_growth"].score
-        organic_here = np.where(idx.mask(KIND_PAIR), organic[idx.endpoint_row], organic)
-        calm = organic_here < self.config.organic_guard
+        # a pair reads its endpoint's organic score (``endpoint_row``: own row for other keys)
+        calm = scored["organic_growth"].score[idx.endpoint_row] < self.config.organic_guard
         ctx = actions.EvalContext(
             st.keys,
             feats,

@@ -3,7 +3,7 @@
 Waiting in a queue is not waste; work that finishes after its client gave up is. The score needs
 no learned normal (it is physical, from ``detectors.capacity``), on endpoint keys:
 
-score = enough x max(nobody, risk, binding), where
+score = enough x max(nobody, risk, growing, binding), where
 
 - ``nobody`` = ramp(timeout_fraction, nobody_lo, nobody_hi) x max(queued, ramp(timeout_fraction,
   gone_lo, gone_hi)): attempts whose client timed out while the service still holds them (work
@@ -13,9 +13,10 @@ score = enough x max(nobody, risk, binding), where
 - ``risk`` = ramp((answer time + the wait's growth) / patience, risk_lo, risk_hi) x queued: what a
   request arriving now will take is a large share of what clients wait (their observed timeout):
   the queue is about to turn into work for nobody (no term while no client has timed out);
-- ``growing`` = queued x ramp(arrival_ratio, grow_lo, grow_hi): arrivals well above capacity, read
-  from the queue's growth: a queue that will outgrow any patience if nothing changes. Acting on
-  it paces the excess at the gateways (see ``actions.overload``) instead of queueing it in the
+- ``growing`` = queued x ramp(wait / floor, 1, 2) x ramp(arrival_ratio, grow_lo, grow_hi):
+  arrivals above capacity, read from the growth of a queue already longer than the no-load
+  latency: a queue that will outgrow any patience if nothing changes. Acting on it paces the
+  excess at the gateways (``plan`` below) instead of queueing it in the
   service, where every client's clock runs and the most important requests wait behind the rest;
 - ``binding`` = binding_weight x ramp(throttled share, bind_lo, bind_hi): while a throttle paces or
   rejects attempts here, demand is still above what is admitted. Its weight keeps an episode
@@ -74,7 +75,6 @@ class OverloadConfig(DetectorConfig):
     min_ran: float = 10.0
     target_wait_share: float = 1.0
     target_wait_min_ms: int = 20
-    target_patience_share: float = 0.0
     min_admit_share: float = 0.5
     horizon_ms: int = 2_000
     hold_share: float = 0.9
@@ -171,12 +171,10 @@ def plan(
     floor = float(f["latency_floor_ms"][row])
     wait = float(f["observed_wait_ms"][row])
     patience = float(f["patience_ms"][row])
-    service = max(float(f["ok_p50_ms"][row]) - float(f["observed_wait_ms"][row]), floor)
-    # the standing queue to hold: what the clients tolerate (a share of their patience, less
-    # the service time), at least enough that no slot idles
+    service = max(float(f["ok_p50_ms"][row]) - wait, floor)  # the answer time without the wait
+    # the standing queue to hold: enough that no slot idles and the service stays measurably
+    # busy (``queued``), so its capacity keeps being measured while it is throttled
     target = max(float(ocfg.target_wait_min_ms), ocfg.target_wait_share * floor)
-    if patience > 0:
-        target = max(target, ocfg.target_patience_share * patience - service)
     # drain within half the clients' patience (the hold cap while no client timed out yet)
     horizon = max(float(ocfg.horizon_ms), 0.5 * patience if patience > 0 else ocfg.hold_max_ms)
     admit = float(laws.admission_rate(np.array([cap]), np.array([wait]), np.array([target]),
