@@ -16,8 +16,9 @@ window (10 s) and the memory (60 s):
 - ``arrival_ratio``: arrivals over capacity, ``laws.arrival_ratio`` of the reported wait's growth
   (its trend, ``laws.trend_slope`` of two exponential averages), while a queue stands;
 - ``queue_wait_ms``: the wait a request arriving now faces, ``observed x arrival_ratio``;
-- ``queued``: 1 when the wait is at least ``queue_share`` of the floor and ``queue_min_ms``, or
-  when most answers the clients waited for came too late (``gone_share``);
+- ``queued``: 1 when the wait is at least ``queue_share`` of the floor and ``queue_min_ms`` and
+  beyond the low quantile's sampling noise (``queue_confidence`` standard errors), or when most
+  answers the clients waited for came too late (``gone_share``);
 - ``capacity_per_s``: while a queue stands and answers come, the successes per second measured
   then (``laws.capacity_update``: a busy service serves its capacity); otherwise the larger of
   that and ``laws.demonstrated_update`` (the most successes per second lately). Successes only:
@@ -69,7 +70,11 @@ class CapacityConfig:
     - ``wait_quantile``: the answer quantile whose shift over its floor is the queue wait;
     - ``trend_fast_ms`` / ``trend_slow_ms``: time constants of the two averages of the wait whose
       difference is its growth (``laws.trend_slope``);
-    - ``settle_ms``: answering time of a key before its floor is measured.
+    - ``settle_ms``: answering time of a key before its floor is measured;
+    - ``queue_confidence``: how many standard errors of the low quantile (``laws.quantile_se``,
+      from the window's successes and the answers' spread) its shift over the floor must exceed
+      to count as a queue: a quantile of a dozen heavy-tailed answers moves by half its value
+      by chance alone.
     """
 
     relearn_ms: int = 30_000
@@ -84,6 +89,7 @@ class CapacityConfig:
     trend_fast_ms: int = 1_000
     trend_slow_ms: int = 5_000
     settle_ms: int = 3_000
+    queue_confidence: float = 3.0
 
     def __post_init__(self) -> None:
         if self.relearn_ms <= 0:
@@ -100,6 +106,8 @@ class CapacityConfig:
             raise ConfigError("CapacityConfig: 0 < trend_fast_ms < trend_slow_ms")
         if self.capacity_memory_ms <= 0:
             raise ConfigError("CapacityConfig.capacity_memory_ms must be > 0")
+        if self.queue_confidence < 0:
+            raise ConfigError("CapacityConfig.queue_confidence must be >= 0")
 
 
 class CapacityTracker:
@@ -187,6 +195,16 @@ class CapacityTracker:
         known = valid & (self.floor_ms > 0)
         low_now = np.where(fast_ok, low_fast, low_short)
         observed = np.where(known, np.maximum(low_now - self.floor_ms, 0.0), 0.0)
+        # a shift is a queue only beyond the quantile's noise in a window it was read from (the
+        # fast one, or the detection window's more answers): the answers' spread (log-normal
+        # shape, from the mid window's median over its low quantile) and the successes counted
+        spread = laws.log_spread(per_key(med, 2), low_mid, c.wait_quantile)
+        significant = np.zeros(short.shape[0], dtype=bool)
+        for low_w, sums in ((low_fast, fast), (low_short, short)):
+            n_w = sums[:, SUCCESSES].astype(np.float64)
+            noise = laws.quantile_se(spread, n_w, c.wait_quantile)
+            shift = np.log(ratio(low_w, self.floor_ms, empty=1.0) + 1e-12)
+            significant |= (n_w > 0) & (shift >= c.queue_confidence * noise)
         # FIFO geometry: completions report the wait of requests that arrived a wait ago, so
         # the reported wait grows at s = 1 - 1/rho while the queue grows at rho - 1
         self.wait_fast_ms = np.where(
@@ -201,7 +219,12 @@ class CapacityTracker:
         slope = np.where(known, np.clip(trend, 0.0, c.max_slope), 0.0)
         rho = laws.arrival_ratio(slope)
         wait = observed * rho  # the wait a request arriving now faces
-        queued = known & (observed >= c.queue_share * self.floor_ms) & (observed >= c.queue_min_ms)
+        queued = (
+            known
+            & significant
+            & (observed >= c.queue_share * self.floor_ms)
+            & (observed >= c.queue_min_ms)
+        )
         mem_timeouts = np.where(services, memory[:, TIMEOUTS], 0).astype(np.float64)
         seen = ratio(memory[:, TIMEOUT_LATENCY_SUM_MS].astype(np.float64), mem_timeouts)
         self.patience_ms = np.where(mem_timeouts > 0, seen, self.patience_ms)

@@ -24,8 +24,9 @@ class ActionConfig:
 
     - Retry storm: defer retries ``storm_hold_ms`` + U[0, ``storm_jitter_ms``] (jitter >= hold:
       spreads a wave over more than its own width, which breaks the phase), and shed retries beyond
-      ``retry_budget`` retries per first attempt (0.2, Finagle's default budget) with
-      ``storm_retry_after_ms``.
+      the budget ``laws.retry_budget(rho, budget_margin, retry_budget)`` retries per first
+      attempt (at most ``retry_budget``, 0.2: Finagle's default; 0 once first attempts alone use
+      ``1 - budget_margin`` of the capacity) with ``storm_retry_after_ms``.
     - Priorities below ``protected_priorities`` are never constrained by storm or fan-out
       directives (overload admission orders by priority instead: ``detectors/scores/overload.py``).
     - Contention: throttle to fair share of observed capacity, ``burst_s`` seconds of burst.
@@ -37,6 +38,7 @@ class ActionConfig:
     storm_jitter_ms: int = 500
     storm_retry_after_ms: int = 1_000
     retry_budget: float = 0.2
+    budget_margin: float = 0.1
     max_excess: float = 0.9
     protected_priorities: int = 2
     burst_s: float = 0.2
@@ -54,7 +56,7 @@ class ActionConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ActionConfig.{name} must be >= 0")
-        for name in ("retry_budget", "max_excess", "localize_share"):
+        for name in ("retry_budget", "budget_margin", "max_excess", "localize_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ActionConfig.{name} must be in [0, 1]")
         if not 1 <= self.protected_priorities <= 9:

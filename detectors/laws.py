@@ -41,10 +41,13 @@ shorter than that is still measured against the old floor.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
 from detectors.layout import F64
+
+_Z = NormalDist().inv_cdf
 
 
 def admission_rate(
@@ -122,6 +125,28 @@ def floor_update(floor_ms: F64, latency_ms: F64, valid: np.ndarray, growth: floa
     measurement is ``valid``; unknown floors (0) take the measurement."""
     grown = np.where(floor_ms > 0, np.minimum(latency_ms, floor_ms * growth), latency_ms)
     out: F64 = np.where(valid, grown, floor_ms)
+    return out
+
+
+def log_spread(median_ms: F64, low_ms: F64, q: float) -> F64:
+    """The answers' spread as a log-normal's sigma, from their median and ``q`` quantile:
+    ``ln(median / low) / (z(0.5) - z(q))`` (0 where either is unknown)."""
+    gap = _Z(0.5) - _Z(q)
+    ok = (median_ms > 0) & (low_ms > 0)
+    safe_low = np.where(ok, low_ms, 1.0)
+    safe_med = np.where(ok, np.maximum(median_ms, safe_low), 1.0)
+    out: F64 = np.where(ok, np.log(safe_med / safe_low) / gap, 0.0)
+    return out
+
+
+def quantile_se(spread: F64, n: F64, q: float) -> F64:
+    """Standard error of the log of a sample's ``q`` quantile from ``n`` log-normal answers
+    of spread ``spread``: ``spread * sqrt(q (1 - q)) / (phi(z(q)) sqrt(n))`` (asymptotic order
+    statistics; for ``n = 0`` that of one answer)."""
+    z = _Z(q)
+    density = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    factor = math.sqrt(q * (1.0 - q)) / density
+    out: F64 = spread * factor / np.sqrt(np.maximum(n, 1.0))
     return out
 
 

@@ -91,6 +91,9 @@ class Detector(ABC, Generic[C]):
     # False for detectors of physical quantities (no learned normal gates them): they score
     # from their first mature evaluation, so a cold start inside an incident is seen
     needs_warmup: ClassVar[bool] = True
+    # True for detectors that score from physical priors until ``warmup`` samples are learned
+    # (with ``needs_warmup`` False): warm-up then changes their scores, never silences them
+    blends_priors: ClassVar[bool] = False
 
     def __init__(self, config: C | None = None) -> None:
         self.config: C = config if config is not None else self.config_type()  # type: ignore[assignment]

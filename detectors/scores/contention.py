@@ -1,9 +1,12 @@
-"""Cross-tenant contention: one tenant far above its fair share of a contended endpoint.
+"""Cross-tenant contention: one tenant far above its fair share of a busy endpoint.
 
 Runs on endpoint x tenant keys. Score = contended x over x grown, where
 
-- ``contended`` = max(ramp(endpoint latency (fast window) / its baseline, lat_lo, lat_hi),
-  ramp(endpoint error fraction, err_lo, err_hi)): the endpoint is near capacity;
+- ``contended`` = ramp(the endpoint's queue wait / its no-load latency, busy_lo, busy_hi) while
+  a queue stands there (``detectors.capacity``: ``queued``, ``observed_wait_ms``,
+  ``latency_floor_ms`` of the pair's endpoint row): the endpoint has no headroom, so one tenant's
+  excess is everyone's wait. Physical, no learned normal: a tenant that takes most of an endpoint
+  that keeps pace harms no one, and is left alone;
 - ``over`` = ramp((share - fair) / (1 - fair), over_lo, over_hi) with fair = 1 / active tenants:
   how far from a fair split towards a monopoly (0 with a single tenant);
 - ``grown`` = ramp(share / the tenant's baseline share, grow_lo, grow_hi): the tenant took more
@@ -20,17 +23,18 @@ pair has learned ``warmup`` samples: established pairs score exactly as before):
 
 - share baseline ``w x own + (1 - w) x 0``: a tenant that was not on the endpoint had share 0,
   so taking most of it *is* growth (from nothing to something is full growth);
-- endpoint latency baseline ``w x own + (1 - w) x the endpoint row's``: the endpoint's own
-  mature baseline says whether it is contended now;
 - the z-gate's null share ``w x own + (1 - w) x fair``: what a newcomer must prove against
   binomial noise is that it takes more than a fair share (an ordinary arrival takes about that).
 
-Endpoint rows score the worst of their pairs (not acted on: contention acts on pairs), so the
-endpoint's latency baseline, which newcomers borrow, is protected from the contention it scores.
-A newcomer does not learn while directives reject some of its attempts (optional feature
+Endpoint rows score the worst of their pairs (not acted on: contention acts on pairs). A
+newcomer does not learn while directives reject some of its attempts (optional feature
 ``rejected``): throttled, a flood looks calm, and ``warmup`` calm samples would establish it as
 its normal share. Without ``endpoint_row`` every key is its own endpoint (key-local, as for any
 detector).
+
+The action (``plan``) is max-min fair: the tenant may have what the others leave of the
+endpoint's capacity, at least a fair share, paced at the gateways within the clients' patience
+(the excess waits there, not in the endpoint's queue ahead of the other tenants).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from detectors.layout import F64, KIND_PAIR
 from detectors.policy import Planned
 from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
+from detectors.scores.overload import hold_ms
 from detectors.windows import Key
 from schemas.directive import Scope
 
@@ -56,10 +61,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class ContentionConfig(DetectorConfig):
-    lat_lo: float = 1.2
-    lat_hi: float = 1.6
-    err_lo: float = 0.05
-    err_hi: float = 0.2
+    busy_lo: float = 0.5
+    busy_hi: float = 1.0
     over_lo: float = 0.2
     over_hi: float = 0.45
     grow_lo: float = 1.3
@@ -80,11 +83,12 @@ class Contention(Detector[ContentionConfig]):
     inputs = (
         "tenant_share",
         "active_tenants",
-        "endpoint_latency_mean_ms",
-        "endpoint_error_fraction",
         "endpoint_attempts",
+        "queued",
+        "observed_wait_ms",
+        "latency_floor_ms",
     )
-    baselines = ("share", "endpoint_log_latency")
+    baselines = ("share",)
     config_type = ContentionConfig
 
     def _ready(self, x: Mapping[str, F64], k: int, active: np.ndarray) -> np.ndarray:
@@ -123,13 +127,9 @@ class Contention(Detector[ContentionConfig]):
         prior = 1.0 - w
         fair = ratio(np.ones_like(n), n, empty=1.0)
         over = ratio(share - fair, 1.0 - fair)
-        log_lat = np.log(np.maximum(x["endpoint_latency_mean_ms"], 0.1))
-        lat_base = self.state["endpoint_log_latency"].mean
-        lat_ratio = np.exp(log_lat - (w * lat_base + prior * lat_base[ep]))
-        contended = np.maximum(
-            ramp(lat_ratio, c.lat_lo, c.lat_hi),
-            ramp(x["endpoint_error_fraction"], c.err_lo, c.err_hi),
-        )
+        # the endpoint's queue (measured on endpoint rows only: a pair reads its endpoint's)
+        busy = ratio(x["observed_wait_ms"][ep], x["latency_floor_ms"][ep])
+        contended = x["queued"][ep] * ramp(busy, c.busy_lo, c.busy_hi)
         own_share = self.state["share"].mean
         base_share = w * own_share  # + prior x 0: a newcomer had none of the endpoint
         grown = ramp(ratio(share, base_share, empty=1.0), c.grow_lo, c.grow_hi)
@@ -150,25 +150,36 @@ class Contention(Detector[ContentionConfig]):
             "share_baseline": base_share,
             "share_z": z,
             "active_tenants": n,
-            "endpoint_latency_ratio": lat_ratio,
-            "endpoint_error_fraction": x["endpoint_error_fraction"],
+            "endpoint_wait_ratio": busy,
             "history_weight": w,
         }
-        return raw, evidence, {"share": share, "endpoint_log_latency": log_lat}
+        return raw, evidence, {"share": share}
 
 
 def plan(
     ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
 ) -> list[Planned]:
-    """``throttle`` {E, T} to a fair share of E's observed capacity, ``shares`` per gateway."""
+    """``throttle`` {E, T} to what the other tenants leave of E's capacity, at least a fair
+    share (max-min fairness), ``shares`` per gateway, paced within the clients' patience."""
     cfg = config.actions
     endpoint, tenant = key[1], key[2]
+    f = ctx.features
     ep = int(ctx.endpoint_row[row])
-    n = max(float(ctx.features["active_tenants"][row]), 1.0)
-    capacity = float(ctx.features["completion_rate_per_s"][ep])
-    rate = round(max(capacity / n, 1.0), 3)
-    action = throttle(ctx, cfg, rate, endpoint, tenant)
-    return [Planned("throttle", Scope(endpoint=endpoint, tenant=tenant), action)]
+    n = max(float(f["active_tenants"][row]), 1.0)
+    capacity = float(f["capacity_per_s"][ep])
+    if capacity <= 0:
+        return []
+    others = max(float(f["attempt_rate_per_s"][ep]) - float(f["attempt_rate_per_s"][row]), 0.0)
+    rate = round(max(capacity / n, capacity - others, 1.0), 3)
+    hold = hold_ms(f, ep, config.overload)
+    action = throttle(ctx, cfg, rate, endpoint, tenant, max_delay_ms=hold)
+    evidence: dict[str, float | int | str] = {
+        "law": "rate = max(capacity / tenants, capacity - others' demand)",
+        "capacity_per_s": round(capacity, 3),
+        "others_per_s": round(others, 3),
+        "max_delay_ms": hold,
+    }
+    return [Planned("throttle", Scope(endpoint=endpoint, tenant=tenant), action, evidence)]
 
 
 RULE = Rule(Contention, "contention", KIND_PAIR, plan, guarded=True)

@@ -151,6 +151,28 @@ class Overload(Detector[OverloadConfig]):
         return raw, evidence, {"timeout_fraction": tf}
 
 
+def target_wait_ms(floor_ms: float, config: OverloadConfig) -> float:
+    """The standing queue to hold: enough that no slot idles and the service stays measurably
+    busy (``queued``), so its capacity keeps being measured while it is throttled."""
+    return max(float(config.target_wait_min_ms), config.target_wait_share * floor_ms)
+
+
+def hold_ms(
+    f: Mapping[str, F64], ep: int, config: OverloadConfig, target: float | None = None
+) -> int:
+    """How long a paced request may wait at a gateway for endpoint row ``ep``: ``hold_share`` of
+    the clients' patience minus the answer time once the queue is held at the target wait
+    (``hold_max_ms`` while patience is unknown): a held request whose client gave up is never
+    sent."""
+    floor = float(f["latency_floor_ms"][ep])
+    wait = float(f["observed_wait_ms"][ep])
+    patience = float(f["patience_ms"][ep])
+    service = max(float(f["ok_p50_ms"][ep]) - wait, floor)  # the answer time without the wait
+    answer = service + (target_wait_ms(floor, config) if target is None else target)
+    hold = config.hold_share * patience - answer if patience > 0 else float(config.hold_max_ms)
+    return int(min(max(hold, 0.0), float(config.hold_max_ms)))
+
+
 def plan(
     ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
 ) -> list[Planned]:
@@ -171,10 +193,7 @@ def plan(
     floor = float(f["latency_floor_ms"][row])
     wait = float(f["observed_wait_ms"][row])
     patience = float(f["patience_ms"][row])
-    service = max(float(f["ok_p50_ms"][row]) - wait, floor)  # the answer time without the wait
-    # the standing queue to hold: enough that no slot idles and the service stays measurably
-    # busy (``queued``), so its capacity keeps being measured while it is throttled
-    target = max(float(ocfg.target_wait_min_ms), ocfg.target_wait_share * floor)
+    target = target_wait_ms(floor, ocfg)
     # drain within half the clients' patience (the hold cap while no client timed out yet)
     horizon = max(float(ocfg.horizon_ms), 0.5 * patience if patience > 0 else ocfg.hold_max_ms)
     admit = float(laws.admission_rate(np.array([cap]), np.array([wait]), np.array([target]),
@@ -186,6 +205,13 @@ def plan(
     # capacity times the queue's growth (``laws.arrival_ratio``)
     demand = max(float(f["attempt_rate_per_s"][row]), float(f["arrival_ratio"][row]) * cap)
     excess = min(1.0, max(0.0, 1.0 - cap / demand)) if demand > 0 else 0.0
+    # while a throttle paces or rejects attempts here, completions come at the admitted rate and
+    # hide the demand above it: where clients give up (patience known: a queue costs work), the
+    # lowest class stays constrained until the throttle paces nobody; where none ever timed
+    # out, the throttle relaxes and the service's queue takes the excess (waiting is not waste)
+    attempts = float(f["attempts"][row])
+    if patience > 0 and attempts > 0 and float(f["throttled"][row]) / attempts >= ocfg.bind_lo:
+        excess = max(excess, ocfg.bind_lo)
     prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
     p, share = priority_floor(prio, excess, 0)
     if share <= 0:
@@ -197,10 +223,8 @@ def plan(
         p -= 1  # the priorities above would overrun what may be admitted: widen the class
     above = float(prio[:p].sum()) * per_s
     rate = round(max(0.0, admit - above), 3)
-    answer = service + target  # the answer time once the queue is held at the target wait
-    hold = ocfg.hold_share * patience - answer if patience > 0 else float(ocfg.hold_max_ms)
-    hold_ms = int(min(max(hold, 0.0), float(ocfg.hold_max_ms)))
-    action = throttle(ctx, cfg, rate, key[1], max_delay_ms=hold_ms)
+    hold = hold_ms(f, row, ocfg, target)
+    action = throttle(ctx, cfg, rate, key[1], max_delay_ms=hold)
     evidence: dict[str, float | int | str] = {
         "law": "admit = capacity * (1 + (target_wait - wait) / horizon)",
         "admit_per_s": round(admit, 3),
@@ -208,7 +232,7 @@ def plan(
         "target_wait_ms": round(target, 1),
         "horizon_ms": round(horizon),
         "above_per_s": round(above, 3),
-        "max_delay_ms": hold_ms,
+        "max_delay_ms": hold,
     }
     scope = Scope(endpoint=key[1], min_priority=p if p > 0 else None)
     return [Planned(f"admit-p{p}", scope, action, evidence)]

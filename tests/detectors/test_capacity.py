@@ -4,6 +4,9 @@ time. Windows are built from real events through the aggregation code."""
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
@@ -116,6 +119,27 @@ def test_timeouts_quicker_than_the_answers_are_not_the_clients_patience() -> Non
     tr = tracker()
     out = steps(tr, SETTLE + 1, window([400] * 40, [150] * 5))
     assert out["patience_ms"] == 0.0
+
+
+def lognormal(median_ms: float, sigma: float, n: int) -> list[int]:
+    """``n`` answer times at the quantiles of a log-normal (deterministic, no sampling luck)."""
+    z = [NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)]
+    return [int(median_ms * math.exp(sigma * x)) for x in z]
+
+
+def test_a_dozen_heavy_tailed_answers_do_not_make_a_queue() -> None:
+    """Heavy-tailed answers (sigma 1.1: context lengths that vary 100x): the 20 % point of a
+    dozen of them moves by half its value by chance (one standard error is ~0.46 in log), so a
+    1.8x shift read from 12 answers is noise; the same shift over 400 answers is a queue."""
+    tr = tracker()
+    calm = window(lognormal(200, 1.1, 400))
+    steps(tr, SETTLE + 1, calm, fast=calm, mid=calm)
+    few = window([int(1.8 * x) for x in lognormal(200, 1.1, 12)])
+    assert step(tr, few, fast=few, mid=calm)["queued"] == 0.0
+    many = window([int(1.8 * x) for x in lognormal(200, 1.1, 400)])
+    out = step(tr, many, fast=many, mid=calm)
+    assert out["queued"] == 1.0
+    assert out["observed_wait_ms"] == pytest.approx(0.8 * out["latency_floor_ms"], rel=0.1)
 
 
 def test_a_benign_permanent_slowdown_is_the_new_floor_within_the_bound() -> None:

@@ -4,7 +4,8 @@ A tenant that was not on an endpoint has baseline share 0 there: appearing and t
 contended endpoint is growth, and the endpoint's own (mature) baselines say whether it is
 contended. Checked end to end (events -> governor -> directives) on a small seeded generator:
 ``base`` tenants on ``chat`` and ``search`` from the start, newcomer tenants on ``chat`` from
-``onset_ms``, latency slowed by a capacity model (x 1 / (1 - utilisation over the last second)).
+``onset_ms``, latency slowed by a capacity model (x 1 / (1 - utilisation over the last second):
+a queue).
 And on the detector alone: readiness follows the endpoint, and a newcomer does not learn its
 flood as its normal share while directives reject part of it.
 """
@@ -121,7 +122,7 @@ def test_newcomer_flooding_a_contended_endpoint_is_throttled_within_1s(rate: flo
     assert first.action.rate_per_s > 0
     assert {d.scope.tenant for d in ds} == {"nova"}  # never the incumbents
     ev = first.reason.evidence
-    assert float(ev["share_baseline"]) < 0.2 and float(ev["endpoint_latency_ratio"]) > 1.2
+    assert float(ev["share_baseline"]) < 0.2 and float(ev["endpoint_wait_ratio"]) > 0.5
 
 
 def chat_features(outs: list[GovernorOutput], tenant: str, name: str, t_ms: int) -> float:
@@ -167,16 +168,22 @@ def test_even_surge_of_new_tenants_is_not_contention() -> None:
 # --- the detector alone: rows 0 (endpoint) and 1 (the newcomer's pair) ---
 
 
+FLOOR_MS = 80.0  # the endpoint's no-load latency
+
+
 def features(
-    pair_attempts: float, share: float, latency_ms: float, rejected: float = 0.0
+    pair_attempts: float, share: float, wait_ms: float, rejected: float = 0.0
 ) -> dict[str, np.ndarray]:
+    """The endpoint's queue as the capacity tracker reports it (on the endpoint row)."""
+    queued = 1.0 if wait_ms >= 0.5 * FLOOR_MS else 0.0
     return {
         "attempts": np.array([100.0, pair_attempts]),
         "mature": np.ones(2),
         "tenant_share": np.array([0.0, share]),
         "active_tenants": np.full(2, 4.0),
-        "endpoint_latency_mean_ms": np.full(2, latency_ms),
-        "endpoint_error_fraction": np.zeros(2),
+        "queued": np.array([queued, 0.0]),
+        "observed_wait_ms": np.array([wait_ms, 0.0]),
+        "latency_floor_ms": np.array([FLOOR_MS, 0.0]),
         "endpoint_attempts": np.full(2, 100.0),
         "endpoint_row": np.zeros(2),
         "rejected": np.array([rejected, rejected]),
@@ -185,22 +192,22 @@ def features(
 
 def mature_endpoint(det: Contention) -> None:
     for _ in range(det.config.warmup):
-        det.update_many(features(0.0, 0.0, 80.0))  # the tenant is not on the endpoint yet
+        det.update_many(features(0.0, 0.0, 0.0))  # the tenant is not on the endpoint yet
 
 
 def test_newcomer_is_ready_when_its_endpoint_is() -> None:
     det = Contention()
     mature_endpoint(det)
     assert det.learned.tolist() == [det.config.warmup, 0]
-    calm = det.update_many(features(80.0, 0.8, 80.0))
-    assert calm.score[1] == 0.0  # not contended: nothing to score
-    flood = det.update_many(features(80.0, 0.8, 200.0))
+    calm = det.update_many(features(80.0, 0.8, 0.0))
+    assert calm.score[1] == 0.0  # no queue at the endpoint: nothing to score
+    flood = det.update_many(features(80.0, 0.8, 120.0))
     assert flood.score[1] > 0.9
-    assert flood.evidence["endpoint_latency_ratio"][1] == pytest.approx(2.5, rel=0.05)
+    assert flood.evidence["endpoint_wait_ratio"][1] == pytest.approx(1.5)
     # without the endpoint link the pair is on its own (and not ready)
     alone = Contention()
     mature_endpoint(alone)
-    x = features(80.0, 0.8, 200.0)
+    x = features(80.0, 0.8, 120.0)
     del x["endpoint_row"]
     assert alone.update_many(x).score[1] == 0.0
 
@@ -209,10 +216,10 @@ def test_throttled_newcomer_does_not_learn_its_flood_as_normal() -> None:
     det = Contention(ContentionConfig())
     mature_endpoint(det)
     for _ in range(2 * det.config.warmup):  # calm because throttled: rejected attempts
-        det.update_many(features(80.0, 0.8, 80.0, rejected=20.0))
+        det.update_many(features(80.0, 0.8, 0.0, rejected=20.0))
     assert det.learned[1] == 0
-    assert det.update_many(features(80.0, 0.8, 200.0, rejected=20.0)).score[1] > 0.9
+    assert det.update_many(features(80.0, 0.8, 120.0, rejected=20.0)).score[1] > 0.9
     for _ in range(det.config.warmup):  # calm on its own: its share becomes its normal
-        det.update_many(features(80.0, 0.8, 80.0))
+        det.update_many(features(80.0, 0.8, 0.0))
     assert det.learned[1] == det.config.warmup
-    assert det.update_many(features(80.0, 0.8, 200.0)).score[1] == 0.0
+    assert det.update_many(features(80.0, 0.8, 120.0)).score[1] == 0.0

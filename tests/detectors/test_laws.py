@@ -78,3 +78,18 @@ def test_floor_relearns_a_persistent_slowdown_in_the_documented_time() -> None:
     assert float(laws.floor_update(floor, a(300.0), np.array([True]), growth)[0]) == 300.0
     assert float(laws.floor_update(floor, a(10.0), np.array([False]), growth)[0]) == 640.0
     assert laws.relearn_time_ms(0.8, relearn_ms) == 0.0
+
+
+def test_log_spread_reads_a_lognormal_sigma_from_its_median_and_low_quantile() -> None:
+    # median 200, 20 % point 200 x exp(-0.8416 x 1.1): sigma 1.1
+    low = 200.0 * math.exp(-0.8416212 * 1.1)
+    assert laws.log_spread(np.array([200.0]), np.array([low]), 0.2)[0] == pytest.approx(1.1)
+    assert laws.log_spread(np.array([0.0]), np.array([low]), 0.2)[0] == 0.0  # unknown
+
+
+def test_quantile_se_shrinks_with_the_square_root_of_the_answers() -> None:
+    # sqrt(0.2 x 0.8) / phi(z(0.2)) = 0.4 / 0.2800 = 1.4287; sigma 1.1 over 12 answers: 0.4537
+    se = laws.quantile_se(np.array([1.1, 1.1, 1.1]), np.array([12.0, 48.0, 0.0]), 0.2)
+    assert se[0] == pytest.approx(1.1 * 1.4287 / math.sqrt(12), rel=1e-3)
+    assert se[1] == pytest.approx(se[0] / 2)
+    assert se[2] == pytest.approx(1.1 * 1.4287, rel=1e-3)  # no answers: that of one

@@ -75,6 +75,9 @@ def ctx_for(prio: list[int], **features: float) -> actions.EvalContext:
         "patience_ms": 0.0,
         "latency_floor_ms": 15.0,  # target wait: max(20 ms, 1 x floor) = 20 ms
         "ok_p50_ms": 200.0,
+        "capacity_per_s": 0.0,
+        "utilization": 0.0,
+        "throttled": 0.0,
     } | features
     return actions.EvalContext(
         [KEY, ("P", "llm", "t")],
@@ -97,6 +100,35 @@ def test_storm_never_constrains_protected_priorities() -> None:
     assert retry_storm.plan(ctx_for(only_top), cfg, 0, KEY, 0) == []
 
 
+# --- retry budget sizing (``retry_storm.plan``, ``laws.retry_budget``): plain arithmetic ------
+
+
+@pytest.mark.parametrize(
+    ("rho", "budget"),
+    [
+        (0.5, 0.2),  # 0.9 / 0.5 - 1 = 0.8: capped at Finagle's 0.2
+        (0.8, 0.125),  # 0.9 / 0.8 - 1: what keeps rho (1 + r) at 0.9
+        (0.95, 0.0),  # first attempts alone fill 90 % of the service: no retry fits
+    ],
+)
+def test_storm_sheds_the_retries_beyond_the_budget_its_utilization_leaves(
+    rho: float, budget: float
+) -> None:
+    # 600 attempts: 300 first attempts, 300 retries at priority 7
+    ctx = ctx_for([0, 0, 0, 0, 0, 0, 0, 600, 0, 0], capacity_per_s=100.0, utilization=rho)
+    planned = {p.part: p for p in retry_storm.plan(ctx, GovernorConfig(), 0, KEY, 0)}
+    assert planned["defer"].action.type == "defer"
+    shed = planned["shed"]
+    assert shed.evidence["retry_budget"] == pytest.approx(budget)
+    assert shed.action.fraction == pytest.approx((300 - budget * 300) / 300, abs=1e-3)
+
+
+def test_storm_budget_is_zero_while_capacity_is_unknown() -> None:
+    ctx = ctx_for([0, 0, 0, 0, 0, 0, 0, 600, 0, 0], capacity_per_s=0.0, utilization=0.0)
+    planned = {p.part: p for p in retry_storm.plan(ctx, GovernorConfig(), 0, KEY, 0)}
+    assert planned["shed"].action.fraction == 1.0
+
+
 # --- admission sizing (``overload.plan``): plain arithmetic --------------------------------
 
 
@@ -104,6 +136,21 @@ def admission(prio: list[int], **features: float) -> Planned:
     planned = overload.plan(ctx_for(prio, **features), GovernorConfig(), 0, KEY, 0)
     assert len(planned) == 1
     return planned[0]
+
+
+def test_a_binding_throttle_holds_where_clients_give_up_and_relaxes_where_none_do() -> None:
+    # the throttle paces 30 of 150 attempts: completions come at the admitted rate (150/s = the
+    # capacity), so they show no excess. Where clients time out (patience 2 s) the lowest class
+    # stays constrained; where none ever did, nothing is planned and the throttle relaxes
+    prio = [60, 0, 0, 0, 0, 0, 0, 90, 0, 0]
+    held = admission(prio, capacity_per_s=150.0, throttled=30.0, patience_ms=2_000.0)
+    assert held.scope.min_priority == 7
+    # horizon max(2 s, patience / 2) = 2 s: admit = 150 x (1 + 20 / 2000) = 151.5, minus class 0
+    assert held.action.rate_per_s == pytest.approx(151.5 - 60.0)
+    free = overload.plan(
+        ctx_for(prio, capacity_per_s=150.0, throttled=30.0), GovernorConfig(), 0, KEY, 0
+    )
+    assert free == []
 
 
 def test_admission_gives_the_low_class_what_capacity_leaves_above_it() -> None:
