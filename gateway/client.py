@@ -265,6 +265,8 @@ class Gateway:
             produce_errors=c.produce_errors,
             broker_errors=c.broker_errors,
             control_messages=c.control_messages,
+            control_listener_restarts=c.control_listener_restarts,
+            control_listener_up=self._listener.running if self._listener is not None else False,
             heartbeats=c.heartbeats,
             directives_applied=c.directives_applied,
             directives_released=c.directives_released,

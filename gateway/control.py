@@ -5,7 +5,10 @@ signature, apply it to the table, count what was rejected and why, and track whe
 last heard from. ``ControlListener`` is the shell: a background thread with a confluent-kafka
 consumer that assigns itself every partition of the control topic from the earliest offset (no
 consumer group join, so it starts in milliseconds), replays the log to rebuild the set in force,
-then follows it live with a short fetch wait (``fetch.wait.max.ms`` 10 ms).
+then follows it live with a short fetch wait (``fetch.wait.max.ms`` 10 ms). Each message is
+handled in isolation (one that makes handling raise is counted as ``error`` and skipped), and a
+reader that fails is restarted with a new consumer after a doubling backoff (counted as
+``control_listener_restarts``; ``control_listener_up`` is 0 meanwhile).
 
 Heartbeats (``{"v":1,"kind":"heartbeat","ts_ms":…,"worker":…}``) are accepted unsigned even when a
 signing key is set: they only keep the gateway's "governor reachable" state and can never constrain
@@ -58,8 +61,22 @@ class ControlHandler:
         self.last_heard_ms: int | None = None
         self._lock = lock if lock is not None else threading.Lock()
 
+    @property
+    def counters(self) -> Counters:
+        return self._c
+
     def handle(self, data: bytes | None, now_ms: int) -> str:
-        """Process one message value; return the outcome (a reject reason or what was done)."""
+        """Process one message value; return the outcome (a reject reason or what was done).
+
+        Every message is handled in isolation: one that makes handling raise is counted
+        (``error``) and logged, and the next is read as if it had not been there."""
+        try:
+            return self._handle(data, now_ms)
+        except Exception:
+            log.exception("control message could not be handled (skipped)")
+            return self._reject("error")
+
+    def _handle(self, data: bytes | None, now_ms: int) -> str:
         self._c.control_messages += 1
         if data is None:
             return self._reject("malformed")
@@ -125,9 +142,15 @@ class ControlListener:
         *,
         poll_ms: int = 20,
         metadata_refresh_ms: int = 2_000,
+        restart_min_ms: int = 100,
+        restart_max_ms: int = 5_000,
     ) -> None:
         self.topic = topic
         self._handler = handler
+        self._counters = handler.counters
+        self._restart_min_s = restart_min_ms / 1000
+        self._restart_max_s = restart_max_ms / 1000
+        self._running = False
         self._clock_ms = clock_ms
         self._poll_s = poll_ms / 1000
         self._refresh_ms = metadata_refresh_ms
@@ -155,13 +178,41 @@ class ControlListener:
         self._conf = conf
         self._consumer: Consumer | None = None
 
+    @property
+    def running(self) -> bool:
+        """The reader is consuming (False while it restarts after a failure, or stopped)."""
+        return self._running
+
     def start(self) -> None:
         if self._thread is None:
-            self._consumer = Consumer(self._conf)
             self._thread = threading.Thread(
-                target=self._run, name=f"flyball-control-{self.topic}", daemon=True
+                target=self._supervise, name=f"flyball-control-{self.topic}", daemon=True
             )
             self._thread.start()
+
+    def _supervise(self) -> None:
+        """Run the reader; when it fails, count it, wait (doubling up to ``restart_max_ms``) and
+        start it again from the beginning of the log with a new consumer: a gateway is never
+        left ungoverned by one failure (enforcement fails open by expiry meanwhile)."""
+        backoff_s = self._restart_min_s
+        while not self._stop.is_set():
+            self._assigned = set()
+            try:
+                self._consumer = Consumer(self._conf)
+                self._running = True
+                self._run()
+                return  # stopped
+            except Exception:
+                log.exception("control listener for %s failed; restarting", self.topic)
+            finally:
+                self._running = False
+                consumer, self._consumer = self._consumer, None
+                if consumer is not None:
+                    with contextlib.suppress(RuntimeError, KafkaException):
+                        consumer.close()
+            self._counters.control_listener_restarts += 1
+            self._stop.wait(backoff_s)
+            backoff_s = min(backoff_s * 2, self._restart_max_s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,35 +224,29 @@ class ControlListener:
         consumer = self._consumer
         assert consumer is not None
         next_refresh_ms = 0
-        try:
-            while not self._stop.is_set():
-                now_ms = self._clock_ms()
-                if now_ms >= next_refresh_ms:
-                    self._assign_new_partitions(consumer)
-                    next_refresh_ms = now_ms + (self._refresh_ms if self._assigned else 200)
-                if not self._assigned:
-                    self._stop.wait(self._poll_s)
+        while not self._stop.is_set():
+            now_ms = self._clock_ms()
+            if now_ms >= next_refresh_ms:
+                self._assign_new_partitions(consumer)
+                next_refresh_ms = now_ms + (self._refresh_ms if self._assigned else 200)
+            if not self._assigned:
+                self._stop.wait(self._poll_s)
+                continue
+            try:
+                msgs = consumer.consume(500, self._poll_s)
+            except KafkaException as exc:
+                log.warning("control consumer: %s", exc)
+                self._stop.wait(0.1)
+                continue
+            handle, now_ms = self._handler.handle, self._clock_ms()
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    log.debug("control consumer: %s", err)
                     continue
-                try:
-                    msgs = consumer.consume(500, self._poll_s)
-                except KafkaException as exc:
-                    log.warning("control consumer: %s", exc)
-                    self._stop.wait(0.1)
-                    continue
-                handle, now_ms = self._handler.handle, self._clock_ms()
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        log.debug("control consumer: %s", err)
-                        continue
-                    handle(m.value(), now_ms)
-                if not msgs and not self.caught_up.is_set():
-                    self.caught_up.set()
-        except Exception:  # never take the gateway down; enforcement fails open by expiry
-            log.exception("control listener for %s died", self.topic)
-        finally:
-            with contextlib.suppress(RuntimeError):
-                consumer.close()
+                handle(m.value(), now_ms)
+            if not msgs and not self.caught_up.is_set():
+                self.caught_up.set()
 
     def _assign_new_partitions(self, consumer: Consumer) -> None:
         try:

@@ -20,6 +20,7 @@ GOVERNOR_STATES: Final[tuple[str, ...]] = ("connecting", "ok", "unreachable")
 # Why a control-topic message was not applied.
 REJECT_REASONS: Final[tuple[str, ...]] = (
     "malformed",  # not a valid directive/heartbeat (schemas.control.decode_control)
+    "error",  # handling it raised (logged with its traceback; the listener goes on)
     "unsigned",  # a signing key is set and the directive has no signature
     "forged",  # a signing key is set and the signature does not match
     "expired",  # already past expires_ms when it arrived
@@ -33,6 +34,7 @@ class Counters:
     __slots__ = (
         "admitted",
         "broker_errors",
+        "control_listener_restarts",
         "control_messages",
         "deferred",
         "directives_applied",
@@ -62,6 +64,7 @@ class Counters:
         self.produce_errors = 0
         self.broker_errors = 0
         self.control_messages = 0
+        self.control_listener_restarts = 0
         self.heartbeats = 0
         self.directives_applied = 0
         self.directives_released = 0
@@ -90,6 +93,8 @@ class GatewayStats:
     produce_errors: int
     broker_errors: int
     control_messages: int
+    control_listener_restarts: int
+    control_listener_up: bool  # the control-topic reader is running (False: restarting/stopped)
     heartbeats: int
     directives_applied: int
     directives_released: int
@@ -163,6 +168,15 @@ class GatewayCollector(Collector):
         yield counter("produce_errors", "event frames that failed delivery", s.produce_errors)
         yield counter("broker_errors", "client errors (e.g. broker unreachable)", s.broker_errors)
         yield counter("control_messages", "control-topic messages read", s.control_messages)
+        yield counter(
+            "control_listener_restarts",
+            "times the control-topic reader failed and was restarted",
+            s.control_listener_restarts,
+        )
+        yield gauge(
+            "control_listener_up", "1 while the control-topic reader runs",
+            float(s.control_listener_up),
+        )
         yield counter("heartbeats", "governor heartbeats read", s.heartbeats)
         yield counter("directives_applied", "directives applied or refreshed", s.directives_applied)
         yield counter("directives_released", "directives released", s.directives_released)

@@ -43,6 +43,10 @@ class _Bad(Exception):
         self.reason = reason
 
 
+MAX_EVIDENCE_FIELDS = 64  # a directive's evidence: the signal's and the law's numbers
+MAX_EVIDENCE_STR = 256
+
+
 def decode_control(
     data: bytes | bytearray | memoryview | str,
 ) -> Directive | Heartbeat | DecodeError:
@@ -114,6 +118,18 @@ def directive_from_json(doc: dict[str, Any]) -> Directive:
     evidence = reason_doc.get("evidence", {})
     if not isinstance(evidence, dict):
         raise _Bad("reason.evidence", "must be an object")
+    if len(evidence) > MAX_EVIDENCE_FIELDS:
+        raise _Bad("reason.evidence", f"more than {MAX_EVIDENCE_FIELDS} fields")
+    for name, value in evidence.items():
+        # flat: numbers and short strings (the law's numbers), never nested documents, which
+        # would cost every reader a deep walk and fail re-serialization (canonical bytes)
+        if not isinstance(value, int | float | str) or (
+            isinstance(value, str) and len(value) > MAX_EVIDENCE_STR
+        ):
+            raise _Bad(
+                f"reason.evidence.{str(name)[:64]}",
+                f"must be a number or a string of at most {MAX_EVIDENCE_STR} characters",
+            )
     reason = Reason(
         detector=_str(reason_doc, "detector", "reason."),
         score=_num(reason_doc, "score", 0.0, "reason."),

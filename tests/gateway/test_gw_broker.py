@@ -100,6 +100,34 @@ def test_release_and_forged_directives(topics: Topics) -> None:
         gw.close()
 
 
+def test_a_failed_control_reader_is_restarted_and_governs_again(
+    topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = start_gateway(topics)
+    try:
+        listener = gw._listener
+        assert listener is not None and gw.stats().control_listener_up
+        real = listener._assign_new_partitions
+        failures = [RuntimeError("metadata bug")]
+
+        def flaky(consumer: Consumer) -> None:
+            if failures:
+                raise failures.pop()
+            real(consumer)
+
+        listener._assigned = set()  # the reader looks for partitions again at once
+        monkeypatch.setattr(listener, "_assign_new_partitions", flaky)
+        listener._refresh_ms = 0
+        assert wait_until(lambda: gw.stats().control_listener_restarts == 1, 5.0)
+        d = sign(make_directive(Action("shed"), Scope(endpoint="GET /after")), KEY)
+        topics.publish(d.encode())
+        assert wait_until(lambda: gw.admit("GET /after").kind == "reject", 10.0)
+        s = gw.stats()
+        assert s.control_listener_up and s.control_listener_restarts == 1
+    finally:
+        gw.close()
+
+
 def test_a_restarted_gateway_rebuilds_the_set_in_force(topics: Topics) -> None:
     d = sign(make_directive(Action("defer", hold_ms=5), Scope(endpoint="GET /r")), KEY)
     old = sign(make_directive(Action("shed"), Scope(endpoint="GET /old"), ttl_ms=1), KEY)

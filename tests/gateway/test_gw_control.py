@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from gw_helpers import make_directive
@@ -116,3 +117,52 @@ def test_applied_directive_is_enforced() -> None:
     h.handle(sign(make_directive(shed(), issued_ms=T0), KEY).encode(), T0)
     d = h.table.admit(RequestMeta("POST /v1/chat"), T0 + 1, random.Random(0))
     assert d.kind == "reject"
+
+
+def deep(levels: int) -> object:
+    doc: object = 1
+    for _ in range(levels):
+        doc = {"a": doc}
+    return doc
+
+
+def directive_doc(evidence: object) -> bytes:
+    d = make_directive(Action("shed", fraction=1.0, retry_after_ms=1_000), issued_ms=T0)
+    doc = d.to_json()
+    doc["reason"]["evidence"] = evidence
+    return json.dumps(doc).encode()  # stdlib: orjson refuses to write 260 levels
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        {"deep": deep(260)},  # made canonical_bytes raise inside the listener (hardening #3)
+        {"list": [1, 2, 3]},
+        {"null": None},
+        {"long": "x" * 257},
+        {f"k{i}": i for i in range(65)},
+    ],
+    ids=["nested-260", "list", "null", "long-string", "too-many-fields"],
+)
+def test_evidence_that_is_not_flat_is_malformed_and_the_next_message_applies(
+    evidence: object,
+) -> None:
+    h = handler(key=None)
+    assert h.handle(directive_doc(evidence), T0) == "malformed"
+    assert h._c.directives_rejected["malformed"] == 1
+    assert h.handle(directive_doc({"why": "test"}), T0) == "applied"
+
+
+def test_a_message_whose_handling_raises_is_counted_and_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = handler(key=None)
+
+    def broken(self: DirectiveTable, d: object, now_ms: int) -> str:
+        raise RuntimeError("a bug in applying")
+
+    with monkeypatch.context() as m:
+        m.setattr(DirectiveTable, "apply", broken)
+        assert h.handle(directive_doc({"why": "test"}), T0) == "error"
+    assert h._c.directives_rejected["error"] == 1
+    assert h.handle(directive_doc({"why": "test"}), T0) == "applied"
