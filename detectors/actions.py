@@ -9,7 +9,9 @@ broader. Shared here:
   priority mix (short horizon): the largest ``p`` whose traffic at priorities >= p covers the
   excess load, never below a given floor;
 - ``throttle``: a rate for a scope as a whole, apportioned per gateway by its observed share of
-  the scope's attempts (mid horizon).
+  the scope's attempts (mid horizon);
+- ``target_wait_ms`` / ``hold_ms``: the standing queue the admission law keeps, and how long a
+  paced request may wait at a gateway (overload admission and contention pace alike).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from schemas.directive import Action
 if TYPE_CHECKING:  # the rules import this module; these import the rules
     from detectors.config import ActionConfig
     from detectors.scores.base import Scored
+    from detectors.scores.overload import OverloadConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +96,22 @@ def gateway_shares(
     default = round(1.0 / (len(shares) + 1), 4) if shares else 1.0
     return shares, default
 
+
+def target_wait_ms(floor_ms: float, config: OverloadConfig) -> float:
+    """The standing queue to hold: enough that no slot idles and the service stays measurably
+    busy (``queued``), so its capacity keeps being measured while it is throttled."""
+    return max(float(config.target_wait_min_ms), config.target_wait_share * floor_ms)
+
+
+def hold_ms(f: Features, ep: int, config: OverloadConfig) -> int:
+    """How long a paced request may wait at a gateway for endpoint row ``ep``: ``hold_share`` of
+    the clients' patience minus the answer time once the queue is held at the target wait
+    (``hold_max_ms`` while patience is unknown): a held request whose client gave up is never
+    sent."""
+    floor = float(f["latency_floor_ms"][ep])
+    wait = float(f["observed_wait_ms"][ep])
+    patience = float(f["patience_ms"][ep])
+    service = max(float(f["ok_p50_ms"][ep]) - wait, floor)  # the answer time without the wait
+    answer = service + target_wait_ms(floor, config)
+    hold = config.hold_share * patience - answer if patience > 0 else float(config.hold_max_ms)
+    return int(min(max(hold, 0.0), float(config.hold_max_ms)))

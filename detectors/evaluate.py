@@ -12,7 +12,6 @@ from detectors.features import (
     Features,
     core,
     latency_quantiles,
-    ratio,
     retry_coherence,
     tenant_context,
 )
@@ -23,8 +22,6 @@ from detectors.layout import (
     KIND_ENDPOINT,
     KIND_PAIR,
     KIND_TENANT,
-    LATENCY_COUNT,
-    LATENCY_SUM_MS,
     RETRIES,
 )
 from detectors.windows import Key, WindowStore
@@ -77,31 +74,18 @@ def detector_inputs(
     idx: KeyIndex,
     horizons_buckets: tuple[int, ...],
     bucket_ms: int,
-    fast_buckets: int,
-    fast: I64,
 ) -> Features:
-    """Features of the shortest horizon for every key, plus the context the detectors need.
-    ``fast`` holds the sums of the last ``fast_buckets`` buckets (``fast_sums``)."""
+    """Features of the shortest horizon for every key, plus the context the detectors need
+    (the capacity tracker adds the service's physical quantities: ``detectors.capacity``)."""
     hb0 = horizons_buckets[0]
     short = store.horizon_sum[0]
     f = core(short, hb0 * bucket_ms)
-    mid = store.horizon_sum[min(1, len(horizons_buckets) - 1)]
-    f["latency_mean_mid_ms"] = ratio(
-        mid[:, LATENCY_SUM_MS].astype(np.float64), mid[:, LATENCY_COUNT].astype(np.float64)
-    )
-    f["latency_count"] = short[:, LATENCY_COUNT].astype(np.float64)
-    fast_count = fast[:, LATENCY_COUNT].astype(np.float64)
-    f["latency_mean_fast_ms"] = ratio(fast[:, LATENCY_SUM_MS].astype(np.float64), fast_count)
-    f["latency_count_fast"] = fast_count
-    f["completion_rate_fast_per_s"] = fast_count * (1000.0 / (fast_buckets * bucket_ms))
     f["retry_coherence"] = retry_coherence(store.ring_sum[:, store.recent(hb0), RETRIES])
     long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
     share, active, shift = tenant_context(
         f["attempts"], long, idx.endpoint_row, idx.mask(KIND_PAIR)
     )
     f["tenant_share"], f["active_tenants"], f["tenant_mix_shift"] = share, active, shift
-    f["endpoint_latency_mean_ms"] = f["latency_mean_fast_ms"][idx.endpoint_row]
-    f["endpoint_error_fraction"] = f["error_fraction"][idx.endpoint_row]
     f["endpoint_attempts"] = f["attempts"][idx.endpoint_row]
     f["endpoint_row"] = idx.endpoint_row.astype(np.float64)  # pair -> its endpoint's row
     assert store.next_bucket is not None

@@ -203,7 +203,7 @@ class Governor:
             self._index = KeyIndex.build(st.keys, st.version)
         fast_b = c.buckets(c.latency_fast_ms)
         fast = fast_sums(st, fast_b)
-        feats = detector_inputs(st, self._index, self._hb, c.bucket_ms, fast_b, fast)
+        feats = detector_inputs(st, self._index, self._hb, c.bucket_ms)
         feats = self._capacity.update(
             feats,
             st.horizon_sum[0],

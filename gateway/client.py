@@ -266,7 +266,7 @@ class Gateway:
             broker_errors=c.broker_errors,
             control_messages=c.control_messages,
             control_listener_restarts=c.control_listener_restarts,
-            control_listener_up=self._listener.running if self._listener is not None else False,
+            control_listener_up=self._listener is not None and self._listener.running,
             heartbeats=c.heartbeats,
             directives_applied=c.directives_applied,
             directives_released=c.directives_released,

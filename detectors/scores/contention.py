@@ -45,13 +45,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detectors.actions import EvalContext, throttle
+from detectors.actions import EvalContext, hold_ms, throttle
 from detectors.features import ratio
 from detectors.layout import F64, KIND_PAIR
 from detectors.policy import Planned
 from detectors.rule import Rule
 from detectors.scores.base import Detector, DetectorConfig, ramp
-from detectors.scores.overload import hold_ms
 from detectors.windows import Key
 from schemas.directive import Scope
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detectors import laws
-from detectors.actions import EvalContext, priority_floor, throttle
+from detectors.actions import EvalContext, hold_ms, priority_floor, target_wait_ms, throttle
 from detectors.errors import ConfigError
 from detectors.features import ratio
 from detectors.layout import F64, KIND_ENDPOINT, N_PRIORITIES, PRIO0
@@ -151,28 +151,6 @@ class Overload(Detector[OverloadConfig]):
         return raw, evidence, {"timeout_fraction": tf}
 
 
-def target_wait_ms(floor_ms: float, config: OverloadConfig) -> float:
-    """The standing queue to hold: enough that no slot idles and the service stays measurably
-    busy (``queued``), so its capacity keeps being measured while it is throttled."""
-    return max(float(config.target_wait_min_ms), config.target_wait_share * floor_ms)
-
-
-def hold_ms(
-    f: Mapping[str, F64], ep: int, config: OverloadConfig, target: float | None = None
-) -> int:
-    """How long a paced request may wait at a gateway for endpoint row ``ep``: ``hold_share`` of
-    the clients' patience minus the answer time once the queue is held at the target wait
-    (``hold_max_ms`` while patience is unknown): a held request whose client gave up is never
-    sent."""
-    floor = float(f["latency_floor_ms"][ep])
-    wait = float(f["observed_wait_ms"][ep])
-    patience = float(f["patience_ms"][ep])
-    service = max(float(f["ok_p50_ms"][ep]) - wait, floor)  # the answer time without the wait
-    answer = service + (target_wait_ms(floor, config) if target is None else target)
-    hold = config.hold_share * patience - answer if patience > 0 else float(config.hold_max_ms)
-    return int(min(max(hold, 0.0), float(config.hold_max_ms)))
-
-
 def plan(
     ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
 ) -> list[Planned]:
@@ -223,7 +201,7 @@ def plan(
         p -= 1  # the priorities above would overrun what may be admitted: widen the class
     above = float(prio[:p].sum()) * per_s
     rate = round(max(0.0, admit - above), 3)
-    hold = hold_ms(f, row, ocfg, target)
+    hold = hold_ms(f, row, ocfg)
     action = throttle(ctx, cfg, rate, key[1], max_delay_ms=hold)
     evidence: dict[str, float | int | str] = {
         "law": "admit = capacity * (1 + (target_wait - wait) / horizon)",

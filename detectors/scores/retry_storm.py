@@ -103,7 +103,7 @@ class RetryStorm(Detector[RetryStormConfig]):
         excess_err = err - w * err_base.mean
         failing = ramp(excess_err, c.fail_lo, c.fail_hi)
         ran = (x["attempts"] - x["rejected"] > 0) & (x["mature"] > 0)
-        calm = self._may_learn(x, amp.shape[0])
+        calm = self._may_learn(x, k)
         if calm is not None:
             ran &= calm
         err_base.update(err, ran & ((err_base.n < c.warmup) | (excess_err < c.fail_lo)))
