@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from schemas import jsoncodec
+from schemas.bounds import DIRECTIVE_RANGES, MAX_RATE, TS_MS, TTL_MS, out_of_range
 from schemas.directive import (
     ACTION_TYPES,
     DIRECTIVE_VERSION,
@@ -45,6 +46,7 @@ class _Bad(Exception):
 
 MAX_EVIDENCE_FIELDS = 64  # a directive's evidence: the signal's and the law's numbers
 MAX_EVIDENCE_STR = 256
+_BOUNDS: Final[dict[str, tuple[int, int]]] = {**DIRECTIVE_RANGES, "ts_ms": TS_MS}
 
 
 def decode_control(
@@ -139,6 +141,8 @@ def directive_from_json(doc: dict[str, Any]) -> Directive:
     expires_ms = _int(doc, "expires_ms")
     if expires_ms < issued_ms:
         raise _Bad("expires_ms", "must not be before issued_ms")
+    if (why := out_of_range(expires_ms - issued_ms, TTL_MS)) is not None:
+        raise _Bad("expires_ms", f"lifetime (expires_ms - issued_ms) {why}")
     sig = doc.get("sig")
     if sig is not None and not isinstance(sig, str):
         raise _Bad("sig", "must be a hex string")
@@ -182,6 +186,9 @@ def _int(doc: dict[str, Any], key: str, prefix: str = "") -> int:
     v = doc.get(key)
     if type(v) is not int or v < 0:
         raise _Bad(prefix + key, "must be a non-negative integer")
+    bounds = _BOUNDS.get(prefix + key)
+    if bounds is not None and (why := out_of_range(v, bounds)) is not None:
+        raise _Bad(prefix + key, why)
     return v
 
 
@@ -193,4 +200,6 @@ def _num(doc: dict[str, Any], key: str, default: float, prefix: str = "") -> flo
     v = doc.get(key, default)
     if not _is_num(v) or v != v or v < 0:
         raise _Bad(prefix + key, "must be a non-negative number")
+    if v > MAX_RATE:
+        raise _Bad(prefix + key, f"must be at most {MAX_RATE:g}")
     return float(v)

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas import jsoncodec
+from schemas.bounds import EVENT_RANGES
 from schemas.columns import (
     APPLIED_CODES,
     FIELD_NAMES,
@@ -38,18 +39,6 @@ from schemas.errors import DecodeError
 EVENT_VERSION: Final = 1
 MAX_ROWS_LISTED: Final = 20
 
-# Accepted ranges, inclusive: (low, high).
-_RANGES: Final[dict[str, tuple[int, int]]] = {
-    "ts_ms": (1, 4_102_444_800_000),  # up to 2100-01-01
-    "latency_ms": (0, 86_400_000),
-    "status": (0, len(STATUS_CODES) - 1),
-    "attempt": (0, 10_000),
-    "depth": (0, 1_000),
-    "priority": (0, 9),
-    "tokens_in": (0, 2**40),
-    "tokens_out": (0, 2**40),
-    "applied": (0, len(APPLIED_CODES) - 1),
-}
 REQUIRED: Final[tuple[str, ...]] = ("ts_ms", "endpoint", "status")
 _NAMED_CODES: Final[dict[str, dict[str, int]]] = {"status": STATUS_CODES, "applied": APPLIED_CODES}
 
@@ -132,7 +121,7 @@ def _decode_columns(cols: dict[str, Any], n: int, frame_gateway: str | None) -> 
             continue
         values, invalid = _integers(raw, _NAMED_CODES.get(name))
         reject(invalid, name, "must be an integer" + _names_hint(name))
-        lo, hi = _RANGES[name]
+        lo, hi = EVENT_RANGES[name]
         reject(~invalid & ((values < lo) | (values > hi)), name, f"out of range [{lo}, {hi}]")
         out[name] = values.astype(dtype)
     for name in STRING_FIELDS:

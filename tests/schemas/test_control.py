@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import jsoncodec
+from schemas.bounds import DIRECTIVE_RANGES, TS_MS, TTL_MS
 from schemas.control import Heartbeat, decode_control, decode_directive
 from schemas.directive import Action, Directive, Reason, Scope, directive_id, sign, verify
 from schemas.errors import DecodeError
@@ -52,8 +53,8 @@ directives = st.builds(
         i, t, t + ttl, s, a, Reason("retry_storm", sc, {"amplification": 3.5})
     ),
     ids,
-    st.integers(0, 2**50),
-    st.integers(0, 10**6),
+    st.integers(TS_MS[0], TS_MS[1] - TTL_MS[1]),
+    st.integers(*TTL_MS),
     scopes,
     actions,
     st.floats(0, 1),
@@ -153,3 +154,45 @@ def test_good_directive_template_decodes() -> None:
 @pytest.mark.parametrize("data", [b"", b"null", b"{", b'"x"', b"[]"])
 def test_garbage_is_an_error_not_an_exception(data: bytes) -> None:
     assert isinstance(decode_control(data), DecodeError)
+
+
+def _field(doc: dict, dotted: str) -> tuple[dict, str]:
+    *path, leaf = dotted.split(".")
+    for part in path:
+        doc = doc[part]
+    return doc, leaf
+
+
+@pytest.mark.parametrize("dotted", sorted(DIRECTIVE_RANGES))
+def test_a_number_outside_its_range_is_malformed_not_stored(dotted: str) -> None:
+    """Each bounded field, one past its range (hold_ms = 2**33, min_priority = 300, issued_ms =
+    2**50 were seen to stall history): a DecodeError naming the field, never a Directive."""
+    d = Directive("x", 1_700_000_000_000, 1_700_000_003_000, Scope(endpoint="e"),
+                  Action("defer", hold_ms=10), Reason("d", 0.5, {}))
+    doc = jsoncodec.loads(d.encode())
+    where, leaf = _field(doc, dotted)
+    where[leaf] = DIRECTIVE_RANGES[dotted][1] + 1
+    if dotted in ("issued_ms", "expires_ms"):
+        doc["issued_ms"] = doc["expires_ms"] = where[leaf]
+    out = decode_control(jsoncodec.dumps(doc))
+    assert isinstance(out, DecodeError)
+    assert out.where in (dotted, "issued_ms")  # both times move together here
+    where[leaf] = DIRECTIVE_RANGES[dotted][1]
+    if dotted in ("issued_ms", "expires_ms"):
+        doc["issued_ms"] = doc["expires_ms"] = where[leaf]
+    assert isinstance(decode_control(jsoncodec.dumps(doc)), Directive)
+
+
+@pytest.mark.parametrize("field,value", [("expires_ms", 1_700_000_000_000 + 2**40),
+                                         ("rate", 1e300)])
+def test_an_unbounded_lifetime_or_rate_is_malformed(field: str, value: float) -> None:
+    """A wildcard shed expiring in 2**62 ms was accepted; a lifetime beyond TTL_MS is not."""
+    d = Directive("x", 1_700_000_000_000, 1_700_000_003_000, Scope(),
+                  Action("throttle", rate_per_s=5.0, burst=5.0), Reason("d", 0.5, {}))
+    doc = jsoncodec.loads(d.encode())
+    if field == "rate":
+        doc["action"]["rate_per_s"] = value
+    else:
+        doc[field] = int(value)
+    out = decode_control(jsoncodec.dumps(doc))
+    assert isinstance(out, DecodeError)
