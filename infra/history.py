@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, ProgrammingError
 
 from flyball.settings import Settings
 from infra.errors import HistoryError
@@ -196,8 +196,10 @@ class HistoryStore:
                     column_names=list(names),
                     column_oriented=True,
                 )
-            except ClickHouseError as exc:
-                raise HistoryError(f"insert into {table}: {_clean(str(exc))}") from exc
+            except (ClickHouseError, ValueError, TypeError, OverflowError) as exc:
+                raise HistoryError(
+                    f"insert into {table}: {_clean(str(exc))}", retriable=_retriable(exc)
+                ) from exc
 
 
 def _directive_row(d: Directive) -> tuple[Any, ...]:
@@ -227,6 +229,38 @@ def _directive_row(d: Directive) -> tuple[Any, ...]:
         jsoncodec.dumps(r.evidence).decode(),
         d.sig is not None,
     )
+
+
+# Server error codes that refuse the rows sent, not the statement or the server's state: the same
+# rows fail again, other rows would not (ClickHouse's src/Common/ErrorCodes.cpp).
+_ROW_ERROR_CODES = frozenset({
+    6,  # CANNOT_PARSE_TEXT
+    27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    41,  # CANNOT_PARSE_DATETIME
+    53,  # TYPE_MISMATCH
+    69,  # ARGUMENT_OUT_OF_BOUND
+    70,  # CANNOT_CONVERT_TYPE
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    407,  # DECIMAL_OVERFLOW
+    469,  # VIOLATED_CONSTRAINT
+})
+
+
+def _retriable(exc: Exception) -> bool:
+    """Whether the same insert may succeed later. Client-side serialization failures (a value
+    the column type cannot hold) and the server's row errors are not; a block spanning more
+    partitions than one insert may create is not either (code 252 also means "too many parts,
+    merges are behind", which is retriable: told apart by its message). Anything else (the
+    store unreachable, overloaded, restarting, a table missing) is."""
+    if isinstance(exc, DataError | ProgrammingError | ValueError | TypeError | OverflowError):
+        return False
+    code = getattr(exc, "code", None)
+    if code == 252:
+        return "single INSERT block" not in str(exc)
+    return code not in _ROW_ERROR_CODES
 
 
 def _clean(message: str) -> str:

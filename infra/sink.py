@@ -5,9 +5,13 @@ commit order, implemented exactly: **history flushed → offsets committed** (ma
 commits; ``enable.auto.commit=false``). A batch is flushed when it reaches ``max_rows`` rows or
 ``max_bytes`` bytes of messages, or ``flush_interval_ms`` after its first message.
 
-When an insert fails, nothing is dropped: the sink pauses every assigned partition, keeps its
-batch, retries with exponential backoff and resumes consumption once the batch is written. On a
-rebalance it flushes before giving partitions up; if that fails it discards the batch without
+When the store is unreachable or overloaded (a retriable ``HistoryError``), nothing is dropped:
+the sink pauses every assigned partition, keeps its batch, retries with jittered exponential
+backoff and resumes consumption once the batch is written. When the store refuses rows (a value a
+column cannot hold, a block spanning too many partitions: ``retriable=False``), the batch is split
+until the refused rows are isolated (``infra.isolate``); they go to the dead-letter topic with the
+store's reason (delivered before the batch's offsets are committed), and every other row lands.
+On a rebalance it flushes before giving partitions up; if that fails it discards the batch without
 committing, so the partitions' next owner reads those messages again.
 
 Bad messages are skipped, counted and logged as ``topic[partition]@offset: reason``; the stream
@@ -17,14 +21,18 @@ worker is the one that dead-letters them.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from flyball.logbudget import LogBudget
 from flyball.settings import Settings
+from infra.isolate import insert_isolating, rejecter
 from infra.records_codec import decode_feature, decode_score
 from schemas.columns import EventColumns
 from schemas.control import Heartbeat, decode_control
@@ -69,6 +77,7 @@ class SinkStats:
     heartbeats: int = 0
     bad_messages: int = 0  # messages with at least one error
     rejected_rows: int = 0  # rows of frames rejected by the codec
+    refused_rows: int = 0  # decoded rows the store refused, dead-lettered (the rest landed)
     flushes: int = 0
     commits: int = 0
     insert_failures: int = 0
@@ -92,15 +101,25 @@ class _Batch:
     def pending(self) -> bool:
         return bool(self.offsets)
 
-    def write(self, store: HistoryWriter) -> tuple[int, int, int, int]:
-        """Insert everything, clearing each part once written (a retry resumes where it failed)."""
-        n_ev = store.insert_events(EventColumns.concat(self.events)) if self.events else 0
+    def write(
+        self, store: HistoryWriter, refused: Callable[[bytes, bytes], None]
+    ) -> tuple[int, int, int, int]:
+        """Insert everything, clearing each part once written (a retry resumes where it failed).
+        Rows the store refuses are dead-lettered through ``refused`` and the rest land
+        (``infra.isolate``); a retriable failure raises with the unwritten parts kept."""
+        now = _wall_ms
+        events = EventColumns.concat(self.events) if self.events else EventColumns.empty()
+        n_ev = insert_isolating(store.insert_events, events, rejecter("events", refused, now))
         self.events = []
-        n_ft = store.insert_features(self.features)
+        n_ft = insert_isolating(
+            store.insert_features, self.features, rejecter("features", refused, now)
+        )
         self.features = []
-        n_sc = store.insert_scores(self.scores)
+        n_sc = insert_isolating(store.insert_scores, self.scores, rejecter("scores", refused, now))
         self.scores = []
-        n_di = store.insert_directives(self.directives)
+        n_di = insert_isolating(
+            store.insert_directives, self.directives, rejecter("directives", refused, now)
+        )
         self.directives = []
         return n_ev, n_ft, n_sc, n_di
 
@@ -138,10 +157,13 @@ class HistorySink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
+        self._bootstrap = bootstrap
+        self._deadletters: Producer | None = None
+        self._refusals = 0  # dead letters produced since the last flush of the producer
         self._assigned: list[TopicPartition] = []
         self._backoff_ms = 0
         self._retry_at = 0.0
-        self._log_budget = _LogBudget(per_s=20)
+        self._log_budget = LogBudget(per_s=20)
         self.assigned = threading.Event()  # set once partitions have been assigned
 
     # --- lifecycle ---
@@ -149,6 +171,9 @@ class HistorySink:
         if self._thread is not None:
             return self
         self._consumer = Consumer(self._conf)
+        self._deadletters = Producer(
+            {**self.settings.kafka_client_config(self._bootstrap), "log_level": 3}
+        )
         self._consumer.subscribe(
             list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -206,6 +231,21 @@ class HistorySink:
                 consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 log.warning("closing the history consumer: %s", exc)
+            if self._deadletters is not None:
+                self._deadletters.flush(2.0)
+                self._deadletters = None  # destroyed now, not when the sink object is
+
+    def _refused(self, key: bytes, value: bytes) -> None:
+        """A row the store refused goes to the dead-letter topic (``infra.isolate``)."""
+        assert self._deadletters is not None
+        while True:
+            try:
+                self._deadletters.produce(self.settings.topic_deadletter, value, key)
+                break
+            except BufferError:
+                self._deadletters.poll(0.05)
+        self._refusals += 1
+        self._count(refused_rows=1)
 
     def _accept(self, msg: Message, handlers: dict[str, Any]) -> None:
         err = msg.error()
@@ -285,11 +325,17 @@ class HistorySink:
         """Write the batch, then commit its offsets. False (and paused) when the write failed."""
         b = self._batch
         try:
-            n_ev, n_ft, n_sc, n_di = b.write(self.store)
-        except Exception as exc:  # any store failure: keep the batch, pause, retry later
+            n_ev, n_ft, n_sc, n_di = b.write(self.store, self._refused)
+        except Exception as exc:  # the store unreachable: keep the batch, pause, retry later
             self._on_write_failure(consumer, exc)
             return False
         self._count(events=n_ev, features=n_ft, scores=n_sc, directives=n_di, flushes=1)
+        if self._refusals and self._deadletters is not None:
+            # the refused rows' dead letters are delivered before their offsets are committed
+            if self._deadletters.flush(5.0):
+                log.warning("dead letters of refused rows not yet delivered; will retry")
+                return False
+            self._refusals = 0
         offsets = [TopicPartition(t, p, o) for (t, p), o in b.offsets.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
@@ -311,7 +357,8 @@ class HistorySink:
         cfg = self.config
         first = not self._backoff_ms
         self._backoff_ms = min(cfg.backoff_max_ms, max(cfg.backoff_min_ms, self._backoff_ms * 2))
-        self._retry_at = time.monotonic() + self._backoff_ms / 1000
+        # jittered ("equal jitter"): sinks that failed together do not retry in step
+        self._retry_at = time.monotonic() + self._backoff_ms * random.uniform(0.5, 1.0) / 1000
         self._count(insert_failures=1, last_error=str(exc))
         if first:
             log.warning("history insert failed, pausing consumption and retrying: %s", exc)
@@ -343,17 +390,5 @@ class HistorySink:
         self._assigned = []
 
 
-class _LogBudget:
-    """At most ``per_s`` log lines per second (a flood of bad input must not flood the log)."""
-
-    def __init__(self, per_s: int) -> None:
-        self.per_s = per_s
-        self._window = 0
-        self._used = 0
-
-    def take(self) -> bool:
-        now = int(time.monotonic())
-        if now != self._window:
-            self._window, self._used = now, 0
-        self._used += 1
-        return self._used <= self.per_s
+def _wall_ms() -> int:
+    return int(time.time() * 1000)

@@ -96,6 +96,10 @@ class EventColumns:
         """Rows selected by an integer index or boolean mask, as a new batch."""
         return EventColumns(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
+    def __getitem__(self, rows: slice) -> EventColumns:
+        """A contiguous range of rows (views of the columns, no copy)."""
+        return EventColumns(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
     def as_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

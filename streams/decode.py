@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas.columns import EventColumns
+from schemas.deadletter import deadletter_record, source_of
 from schemas.frames import decode_message
-from streams.deadletter import DEFAULT_MAX_RAW_BYTES, deadletter_record, source_of
 
 
 @dataclass(slots=True)
@@ -29,7 +29,6 @@ def decode_batch(
     topic: str,
     messages: Iterable[tuple[int, int, bytes | None]],
     now_ms: int,
-    max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES,
 ) -> DecodedBatch:
     """Decode ``(partition, offset, value)`` messages of ``topic``."""
     parts: dict[int, list[EventColumns]] = {}
@@ -47,7 +46,7 @@ def decode_batch(
             out.deadletters.append(
                 (
                     source.encode(),
-                    deadletter_record(source, result.errors, value, now_ms, n, max_raw_bytes),
+                    deadletter_record(source, result.errors, value, now_ms, n),
                 )
             )
     out.events = {p: EventColumns.concat(batches) for p, batches in parts.items()}

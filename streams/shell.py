@@ -33,6 +33,7 @@ from faust.types import TP, EventT, StreamT
 from mode import BaseSignalT
 
 from flyball.clock import wall_ms
+from flyball.logbudget import LogBudget
 from flyball.settings import Settings
 from infra.sink import HistoryWriter
 from schemas.columns import EventColumns
@@ -53,6 +54,7 @@ from streams.trace import Trace
 from streams.warmup import live_starts, replay_partitions
 
 log = logging.getLogger(__name__)
+_DEADLETTER_LOG = LogBudget(per_s=20)  # a flood of bad input must not flood the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,6 @@ class WorkerConfig:
     idle_after_ms: int = 500
     live_skew_ms: int = 120_000
     warmup_timeout_ms: int = 30_000
-    deadletter_raw_bytes: int = 4_096
     sink: SinkConfig = field(default_factory=SinkConfig)
     app: AppTuning = field(default_factory=AppTuning)
 
@@ -78,6 +79,7 @@ class WorkerStats:
     events: int = 0
     bad_messages: int = 0
     rejected_rows: int = 0
+    refused_rows: int = 0  # decoded rows the history store refused (dead-lettered)
     features: int = 0
     scores: int = 0
     directives: int = 0
@@ -117,7 +119,11 @@ class StreamWorker:
         self.worker_name = worker_name or default_worker_name()
         self.kafka_conf = settings.kafka_client_config(bootstrap)
         self.signing_key = settings.signing_key_bytes
-        self.sink = HistorySink(store, self.config.sink) if store is not None else None
+        self.sink = (
+            HistorySink(store, self.config.sink, deadletter=self._send_deadletter)
+            if store is not None
+            else None
+        )
         self.governor_factory = governor_factory
         self.governor: WorkerGovernor | None = None  # built on the first batch of an assignment
         self.stats = WorkerStats()
@@ -186,9 +192,7 @@ class StreamWorker:
                 next_offsets[m.partition] = max(m.offset + 1, next_offsets.get(m.partition, 0))
         # CPU work (decode, governor) runs off the event loop, so heartbeats, Kafka group
         # heartbeats and fetches stay on time while a large batch is computed.
-        batch = await asyncio.to_thread(
-            decode_batch, topic, items, now_ms, self.config.deadletter_raw_bytes
-        )
+        batch = await asyncio.to_thread(decode_batch, topic, items, now_ms)
         decoded_ms = wall_ms()
         outputs = await asyncio.to_thread(self._govern_batch, gov, batch, next_offsets)
         governed_ms = wall_ms()
@@ -250,6 +254,12 @@ class StreamWorker:
         return wg
 
     # --- outputs ---
+    def _send_deadletter(self, key: bytes, value: bytes) -> None:
+        """A row history refused (called from the sink's thread; librdkafka is thread-safe).
+        Delivered by the checkpoint's producer flush, which follows the sink's."""
+        self.stats.refused_rows += 1
+        self.producer.send(self.settings.topic_deadletter, key, value)
+
     async def _publish(self, outputs: Outputs, batch: DecodedBatch | None = None) -> None:
         s = self.settings
         send = self.producer.send
@@ -267,7 +277,8 @@ class StreamWorker:
             for key, value in batch.deadletters:
                 send(s.topic_deadletter, key, value)
             for key, _ in batch.deadletters:
-                log.warning("dead-lettered %s", key.decode())
+                if _DEADLETTER_LOG.take():
+                    log.warning("dead-lettered %s", key.decode())
         st.directives += len(outputs.directives)
         st.features += len(outputs.features)
         st.scores += len(outputs.scores)

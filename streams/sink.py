@@ -3,8 +3,12 @@
 Rows wait in a pending buffer until a checkpoint flushes them (see ``streams/README.md`` for the
 commit order). ``full`` says the buffer reached its bound: the worker then checkpoints before it
 takes more input, so a slow ClickHouse pauses consumption instead of growing memory or dropping.
-A failed insert is retried with backoff, forever, and nothing is dropped: the offsets of the rows
-are not committed until the rows are written. Replays are harmless: the history tables dedupe by
+An insert the store could not take (unreachable, overloaded: a retriable ``HistoryError``) is
+retried with jittered backoff, forever, and nothing is dropped: the offsets of the rows are not
+committed until the rows are written. Rows the store refuses (``retriable=False``) are isolated by
+splitting the batch (``infra.isolate``) and dead-lettered with the store's reason through
+``deadletter``; the rest land. Control never waits for history: directives are published before a
+checkpoint flushes the sink. Replays are harmless: the history tables dedupe by
 event id and by deterministic directive id (``infra/ddl.sql``).
 """
 
@@ -12,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from flyball.errors import FlyballError
+from infra.isolate import insert_isolating, rejecter
 from infra.sink import HistoryWriter
 from schemas.columns import EventColumns
 from schemas.directive import Directive
@@ -36,9 +43,15 @@ class SinkConfig:
 class HistorySink:
     """Pending rows for the four history tables; ``flush()`` writes them (one thread, in order)."""
 
-    def __init__(self, store: HistoryWriter, config: SinkConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: HistoryWriter,
+        config: SinkConfig | None = None,
+        deadletter: Callable[[bytes, bytes], None] | None = None,
+    ) -> None:
         self.store = store
         self.config = config or SinkConfig()
+        self.deadletter = deadletter or (lambda key, value: None)
         self._events: list[EventColumns] = []
         self._features: list[FeatureRecord] = []
         self._scores: list[ScoreRecord] = []
@@ -48,6 +61,7 @@ class HistorySink:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flyball-history")
         self.written_rows = 0
         self.failed_flushes = 0
+        self.refused_rows = 0
 
     @property
     def pending_rows(self) -> int:
@@ -116,7 +130,7 @@ class HistorySink:
                 except FlyballError as exc:  # HistoryError: retriable; keep the rows, back off
                     self.failed_flushes += 1
                     log.warning("history insert failed (%s); retrying in %d ms", exc, delay_ms)
-                    await asyncio.sleep(delay_ms / 1000)
+                    await asyncio.sleep(delay_ms * random.uniform(0.5, 1.0) / 1000)
                     delay_ms = min(delay_ms * 2, self.config.backoff_max_ms)
         finally:
             if not written:
@@ -137,10 +151,23 @@ class HistorySink:
         directives: list[Directive],
     ) -> None:
         # Each insert is idempotent, so retrying the whole batch after a partial failure is safe.
-        self.store.insert_events(events)
-        self.store.insert_features(features)
-        self.store.insert_scores(scores)
-        self.store.insert_directives(directives)
+        store = self.store
+        insert_isolating(store.insert_events, events, rejecter("events", self._refused, _wall_ms))
+        insert_isolating(
+            store.insert_features, features, rejecter("features", self._refused, _wall_ms)
+        )
+        insert_isolating(store.insert_scores, scores, rejecter("scores", self._refused, _wall_ms))
+        insert_isolating(
+            store.insert_directives, directives, rejecter("directives", self._refused, _wall_ms)
+        )
+
+    def _refused(self, key: bytes, value: bytes) -> None:
+        self.refused_rows += 1
+        self.deadletter(key, value)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)

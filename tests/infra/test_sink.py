@@ -16,6 +16,7 @@ from infra.errors import HistoryError
 from infra.history import HistoryStore
 from infra.sink import HistorySink, SinkConfig
 from infra.topics import ensure_topics
+from schemas import jsoncodec
 from schemas.columns import EventColumns
 from schemas.control import Heartbeat
 from schemas.directive import Action, Directive, Reason, Scope
@@ -206,3 +207,56 @@ def test_stop_flushes_what_was_consumed(
     sink.stop()
     assert store.counts()["events"] == 30
     assert sum(max(o, 0) for o in committed(settings, topics, group).values()) == 1
+
+
+def deadletters(settings: Settings, bootstrap: str, n: int, timeout_s: float = 15) -> list[Any]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dl-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest"})  # fmt: skip
+    c.assign([TopicPartition(settings.topic_deadletter, 0, 0)])
+    out: list[Any] = []
+    try:
+        wait_until(lambda: out.extend(m.value() for m in c.consume(10, 0.5) if not m.error())
+                   or len(out) >= n, timeout_s, f"{n} dead letters")  # fmt: skip
+    finally:
+        c.close()
+    return [jsoncodec.loads(v) for v in out]
+
+
+def test_rows_the_store_refuses_are_dead_lettered_and_the_rest_lands(
+    settings: Settings,
+    store: HistoryStore,
+    topics: str,
+    group: str,
+    sink_factory: list[HistorySink],
+) -> None:
+    """Finding: one row stopped history for good (the batch retried forever, every partition
+    paused). Here ClickHouse itself refuses two rows (a CHECK constraint: code 469) among 400,
+    and a frame spans 102 days (more partitions than one INSERT block may create: code 252).
+    The refused rows go to the dead-letter topic with the store's reason and no values; all
+    other rows land, nothing pauses, and the offsets are committed."""
+    db = settings.clickhouse_database
+    store.command(f"ALTER TABLE {db}.events ADD CONSTRAINT no_poison CHECK event_id NOT LIKE "
+                  "'poison%'")  # fmt: skip
+    t0 = now_ms()
+    good = [(f"ep{i % 4}", frame(t0, i * 100, 100, f"ep{i % 4}")) for i in range(4)]
+    poison = encode_frame("gw-1", "ep0", {
+        "event_id": ["poison-1", "p-ok-1", "poison-2", "p-ok-2"], "ts_ms": [t0] * 4,
+        "endpoint": ["ep0"] * 4, "status": ["ok"] * 4})  # fmt: skip
+    span = encode_frame("gw-1", "old", {
+        "event_id": [f"d{i}" for i in range(102)],
+        "ts_ms": [t0 + i * 86_400_000 for i in range(102)],  # ahead: no TTL drops them
+        "endpoint": ["old"] * 102, "status": ["ok"] * 102})  # fmt: skip
+    produce(topics, settings.topic_events, [*good[:2], ("ep0", poison), ("old", span), *good[2:]])
+    sink = HistorySink(settings, topics, store, SinkConfig(group_id=group, flush_interval_ms=300))
+    sink_factory.append(sink.start())
+    wait_until(lambda: store.counts()["events"] == 400 + 2 + 102, 60, "every accepted row")
+    wait_until(lambda: sum(max(o, 0) for o in committed(settings, topics, group).values()) == 6,
+               10, "offsets committed")  # fmt: skip
+    st = sink.stats()
+    assert st.refused_rows == 2 and st.insert_failures == 0 and not st.paused
+    letters = deadletters(settings, topics, 2)
+    assert sorted(d["source"] for d in letters) == [
+        "history:events:poison-1", "history:events:poison-2"]  # fmt: skip
+    assert all("469" in d["errors"][0]["reason"] or "constraint" in d["errors"][0]["reason"].lower()
+               for d in letters)  # fmt: skip
+    assert all("raw_b64" not in d and d["raw_bytes"] == 0 for d in letters)
