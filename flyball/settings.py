@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     query_port: int = Field(
         0, ge=0, le=65535, description="loopback port of `flyball up`'s query endpoint (0: any)"
     )
+    sql_read_only: bool = Field(
+        True,
+        description="`flyball sql` / the query endpoint: reads only (no DDL, writes, settings, "
+        "file or network functions); false: any statement (trusted operators only)",
+    )
+    sql_max_seconds: int = Field(30, ge=1, description="`flyball sql`: execution time per query")
+    sql_max_rows: int = Field(100_000, ge=1, description="`flyball sql`: result rows per query")
     signing_key: SecretStr | None = Field(
         None, description="HMAC key signing control-topic directives (secret); unset: unsigned"
     )

@@ -18,7 +18,8 @@ from flyball.errors import FlyballError
 from flyball.settings import Settings
 from infra.errors import HistoryError
 from infra.history import HistoryStore
-from infra.query_server import jsonable, read_up_file
+from infra.query_server import analyst_query, jsonable, read_up_file
+from infra.readonly_sql import QueryLimits
 from schemas import jsoncodec
 
 UP_FILE = "up.json"
@@ -46,7 +47,8 @@ def fetch(settings: Settings, query: str) -> tuple[list[str], list[Any]]:
     if info is not None:
         return query_endpoint(str(info["query"]), str(info["token"]), query)
     with HistoryStore(settings) as store:
-        return store.query(query)
+        limits = QueryLimits(settings.sql_max_seconds, settings.sql_max_rows)
+        return analyst_query(store, query, settings.sql_read_only, limits)
 
 
 def query_endpoint(

@@ -21,6 +21,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, Pro
 
 from flyball.settings import Settings
 from infra.errors import HistoryError
+from infra.readonly_sql import QueryLimits, guarded, single_statement
 from schemas import jsoncodec
 from schemas.columns import FIELD_NAMES, EventColumns
 from schemas.directive import Directive
@@ -151,6 +152,15 @@ class HistoryStore:
             except ClickHouseError as exc:
                 raise HistoryError(_clean(str(exc))) from exc
             return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def query_readonly(
+        self, sql: str, limits: QueryLimits | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """An analyst's query: read-only and bounded in time and rows (``infra.readonly_sql``);
+        a refused query raises ``HistoryError`` saying why."""
+        one = single_statement(sql)
+        _, ast = self.query("EXPLAIN AST " + one)
+        return self.query(guarded(one, [str(r[0]) for r in ast], limits or QueryLimits()))
 
     def command(self, sql: str) -> Any:
         with self._lock:

@@ -3,7 +3,10 @@
 chDB locks its directory to one process, so analysts' queries while ``flyball up`` runs go through
 it: ``POST /query`` with the SQL as the body and ``Authorization: Bearer <token>``; the answer is
 ``{"columns": [...], "rows": [[...], ...]}`` or, with status 400, ``{"error": "..."}``.
-``GET /health`` answers ``{"ok": true}``. The token is random per run and is written, with the
+``GET /health`` answers ``{"ok": true}``. Queries are read-only and bounded in time and result rows
+unless ``sql_read_only`` is false (``infra.readonly_sql``); they run on their own connection, so a
+slow query never holds back the history sink's inserts; idle connections close after 30 s.
+The token is random per run and is written, with the
 URL, to ``data_dir/up.json`` (mode 0600), which :mod:`infra.cli_sql` reads.
 """
 
@@ -24,15 +27,28 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flyball.errors import FlyballError
+from infra.readonly_sql import QueryLimits
 from schemas import jsoncodec
 
 log = logging.getLogger(__name__)
 
 MAX_SQL_BYTES = 1_000_000
+IDLE_TIMEOUT_S = 30
 
 
 class Queryable(Protocol):
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+    def query_readonly(
+        self, sql: str, limits: QueryLimits | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+
+def analyst_query(
+    store: Queryable, sql: str, read_only: bool, limits: QueryLimits
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """An analyst's query as the settings allow: read-only and bounded by default."""
+    return store.query_readonly(sql, limits) if read_only else store.query(sql)
 
 
 def jsonable(value: Any) -> Any:
@@ -61,8 +77,17 @@ def encode_result(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> byte
 class QueryServer:
     """A ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread; ``start()`` / ``stop()``."""
 
-    def __init__(self, store: Queryable, port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Queryable,
+        port: int = 0,
+        token: str | None = None,
+        read_only: bool = True,
+        limits: QueryLimits | None = None,
+    ) -> None:
         self.store = store
+        self.read_only = read_only
+        self.limits = limits or QueryLimits()
         self.token = token or secrets.token_urlsafe(32)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_class(self))
         self._httpd.daemon_threads = True
@@ -96,6 +121,7 @@ class QueryServer:
 def _handler_class(server: QueryServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = IDLE_TIMEOUT_S  # an idle keep-alive connection is closed (socket timeout)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("query endpoint: " + format, *args)
@@ -129,7 +155,7 @@ def _handler_class(server: QueryServer) -> type[BaseHTTPRequestHandler]:
                 return
             sql = self.rfile.read(length).decode("utf-8", "replace")
             try:
-                columns, rows = server.store.query(sql)
+                columns, rows = analyst_query(server.store, sql, server.read_only, server.limits)
             except FlyballError as exc:
                 self._error(400, str(exc))
                 return

@@ -28,6 +28,7 @@ from infra.cli_sql import UP_FILE
 from infra.history import HistoryStore, redact
 from infra.proc import child_preexec
 from infra.query_server import QueryServer, remove_up_file, write_up_file
+from infra.readonly_sql import QueryLimits
 from infra.sink import HistorySink, SinkConfig
 from infra.topics import ensure_topics
 
@@ -63,6 +64,7 @@ class EmbeddedStack:
         self.bootstrap = settings.kafka_bootstrap or ""
         self.topics: dict[str, int] = {}
         self._store: HistoryStore | None = None
+        self._query_store: HistoryStore | None = None
         self.sink: HistorySink | None = None
         self.query_server: QueryServer | None = None
         self.worker_proc: subprocess.Popen[bytes] | None = None
@@ -101,7 +103,14 @@ class EmbeddedStack:
         if self.want_sink:
             self.sink = HistorySink(s, self.bootstrap, self._store, self.sink_config).start()
         if self.want_query:
-            self.query_server = QueryServer(self._store, port=s.query_port).start()
+            # its own connection: a slow analyst query never holds the sink's inserts back
+            self._query_store = HistoryStore(s)
+            self.query_server = QueryServer(
+                self._query_store,
+                port=s.query_port,
+                read_only=s.sql_read_only,
+                limits=QueryLimits(s.sql_max_seconds, s.sql_max_rows),
+            ).start()
             write_up_file(self.up_file, self.info(with_token=True))
 
     def stop(self) -> None:
@@ -116,6 +125,9 @@ class EmbeddedStack:
             self.query_server.stop()
             self.query_server = None
         remove_up_file(self.up_file)
+        if self._query_store is not None:
+            self._query_store.close()
+            self._query_store = None
         if self._store is not None:
             self._store.close()
             self._store = None

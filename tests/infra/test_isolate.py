@@ -20,8 +20,8 @@ from streams.sink import HistorySink
 
 def events(ids: list[str], ts_ms: list[int] | None = None) -> EventColumns:
     t0 = int(time.time() * 1000)
-    return EventColumns.from_arrays({
-        "event_id": ids, "ts_ms": ts_ms or [t0] * len(ids), "endpoint": ["ep"] * len(ids)})  # fmt: skip
+    cols = {"event_id": ids, "ts_ms": ts_ms or [t0] * len(ids), "endpoint": ["ep"] * len(ids)}
+    return EventColumns.from_arrays(cols)
 
 
 class Refusing:
@@ -89,5 +89,5 @@ def test_the_worker_sink_dead_letters_refused_rows_and_writes_the_rest(
     [(key, value)] = letters
     assert key == b"history:events:poison"
     record = jsoncodec.loads(value)
-    assert record["errors"][0]["where"] == "events" and "VIOLATED_CONSTRAINT" in record["errors"][0][
-        "reason"]  # fmt: skip
+    error = record["errors"][0]
+    assert error["where"] == "events" and "VIOLATED_CONSTRAINT" in error["reason"]

@@ -116,3 +116,62 @@ def test_endpoint_unreachable_is_a_clear_error(
     )
     assert run_sql(settings, "SELECT 1", "json") == 1
     assert "unreachable" in capsys.readouterr().err
+
+
+HOSTILE = {
+    "DROP TABLE {db}.directives": "only SELECT",
+    "INSERT INTO {db}.scores (detector) VALUES ('x')": "only SELECT",
+    "ALTER TABLE {db}.events DELETE WHERE 1": "only SELECT",
+    "SELECT * FROM file('/etc/passwd', 'LineAsString')": "file()",
+    "SELECT file('/etc/passwd')": "file()",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')": "url()",
+    "SELECT * FROM remote('127.0.0.1:9000', system.one)": "remote()",
+    "SELECT * FROM (SELECT * FROM s3('http://127.0.0.1:9/b/k.csv'))": "s3()",
+    "SELECT 1 INTO OUTFILE '/tmp/flyball-outfile-test'": "INTO OUTFILE",
+    "SELECT 1 SETTINGS readonly = 0": "SETTINGS",
+    "SELECT 1; DROP TABLE {db}.directives": "one statement",  # chDB would run both
+    "SELECT ';' AS a /* ; */; -- ;\n DROP TABLE {db}.directives": "one statement",
+}
+
+
+@pytest.mark.parametrize("sql", sorted(HOSTILE))
+def test_the_query_endpoint_reads_only(
+    settings: Settings, server: QueryServer, capsys: pytest.CaptureFixture[str], sql: str
+) -> None:
+    """Finding: DROP TABLE of the audit trail, file('/etc/passwd') and url() all worked through
+    the endpoint. Each is refused with its reason, and history is intact."""
+    db = settings.clickhouse_database
+    assert run_sql(settings, sql.format(db=db), "json") == 1
+    assert HOSTILE[sql] in capsys.readouterr().err
+    assert not Path("/tmp/flyball-outfile-test").exists()
+    assert server.store.query(f"SELECT count() FROM {db}.directives")[1] == [(0,)]
+    assert server.store.counts()["events"] == 3
+
+
+def test_results_and_time_are_bounded_and_a_comment_cannot_hide_the_limits(
+    settings: Settings, filled: HistoryStore
+) -> None:
+    from infra.readonly_sql import QueryLimits
+
+    limits = QueryLimits(max_seconds=1, max_rows=100)
+    with pytest.raises(Exception, match=r"max rows|TOO_MANY_ROWS"):
+        filled.query_readonly("SELECT number FROM numbers(1000) -- no limits?", limits)
+    with pytest.raises(Exception, match=r"TIMEOUT_EXCEEDED|Timeout exceeded|time"):
+        filled.query_readonly("SELECT count() FROM numbers_mt(1e12) WHERE sipHash64(number) = 7",
+                              limits)  # fmt: skip
+    # the limits were scoped to those queries: the store still writes (chDB keeps client
+    # settings for the whole session, which would have made history read-only)
+    filled.insert_events(EventColumns.from_arrays(
+        {"event_id": ["z"], "ts_ms": [now_ms()], "endpoint": ["ep"], "status": [0]}))  # fmt: skip
+    assert filled.counts()["events"] == 4
+
+
+def test_an_operator_may_opt_out_of_read_only(make_settings: object, store: HistoryStore) -> None:
+    from infra.query_server import analyst_query
+    from infra.readonly_sql import QueryLimits
+
+    sql = f"CREATE TABLE {store.database}.notes (x UInt8) ENGINE = Memory"
+    with pytest.raises(Exception, match="only SELECT"):
+        analyst_query(store, sql, True, QueryLimits())
+    analyst_query(store, sql, False, QueryLimits())  # sql_read_only = false: trusted operators
+    assert store.query(f"EXISTS TABLE {store.database}.notes")[1] == [(1,)]
