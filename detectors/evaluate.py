@@ -12,12 +12,14 @@ from detectors.features import (
     Features,
     core,
     latency_quantiles,
+    ratio,
     retry_coherence,
     tenant_context,
 )
 from detectors.layout import (
     ATTEMPTS,
     DEPTH_MAX,
+    FIRST_ATTEMPTS,
     I64,
     KIND_ENDPOINT,
     KIND_PAIR,
@@ -81,6 +83,14 @@ def detector_inputs(
     short = store.horizon_sum[0]
     f = core(short, hb0 * bucket_ms)
     f["retry_coherence"] = retry_coherence(store.ring_sum[:, store.recent(hb0), RETRIES])
+    if len(horizons_buckets) > 1:
+        # the retries of a window answer intents that arrived over the retry horizon (the mid
+        # window): their first attempts at its rate, so that attempts per first attempt stays
+        # finite, and meaningful, when arrivals stop and the last retries drain
+        first = short[:, FIRST_ATTEMPTS].astype(np.float64)
+        mid = store.horizon_sum[1][:, FIRST_ATTEMPTS] * (hb0 / horizons_buckets[1])
+        f["amplification"] = ratio(short[:, ATTEMPTS].astype(np.float64),
+                                   np.maximum(first, mid), empty=1.0)  # fmt: skip
     long = store.horizon_sum[-1][:, ATTEMPTS].astype(np.float64)
     share, active, shift = tenant_context(
         f["attempts"], long, idx.endpoint_row, idx.mask(KIND_PAIR)
