@@ -26,8 +26,6 @@ window (10 s) and the memory (60 s):
 - ``patience_ms``: how long clients wait before they give up: the mean latency of timed-out
   attempts over the memory, kept once seen, counted only while it outlasts 90 % of the
   memory's answers (0 = not known);
-- ``demonstrated_per_s``: the most successes per second served lately (halving per
-  ``capacity_memory_ms`` unless served again): what the service was seen to do before a fault;
 - ``utilization``: first attempts per second / capacity (0 when capacity is unknown).
 
 Everything is in event time and follows ``grow``/``keep`` like a detector's state.
@@ -268,7 +266,6 @@ class CapacityTracker:
         f["arrival_ratio"] = np.where(queued, rho, 0.0)
         f["queued"] = queued.astype(np.float64)
         f["capacity_per_s"] = capacity
-        f["demonstrated_per_s"] = self.demonstrated_per_s.copy()
         f["patience_ms"] = patience
         f["utilization"] = ratio(f["intent_rate_per_s"], capacity)
         return f

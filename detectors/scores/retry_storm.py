@@ -25,12 +25,9 @@ fail). So a storm that is under way when the governor starts (or before it has l
 anything) scores at once; the rule's precondition (``overload`` on the endpoint) keeps the
 priors from acting where the service keeps pace.
 
-**Organic shortfall is not a storm.** Where first attempts alone run well above what the service
-has served lately (its demonstrated capacity, which remembers the throughput from before a
-fault), demand grew: the shortfall is organic, overload's admission acts and reports it, and the
-score falls to 0 (``first_fit_lo`` .. ``first_fit_hi``). Amplification's denominator is the first
-attempts of the detection window or, if higher, of the mid window at its rate, so it stays
-finite when arrivals stop and the last retries drain.
+Amplification's denominator is the first attempts of the detection window or, if higher, of the
+mid window at its rate, so it stays finite when arrivals stop and the last retries drain
+(``detectors.evaluate.detector_inputs``).
 
 **Action** (``plan``): the retry budget is sized from the service's utilization by first
 attempts alone (``laws.retry_budget``: ``rho (1 + r) < 1 - margin``, at most ``retry_budget``):
@@ -48,7 +45,6 @@ import numpy as np
 from detectors import laws
 from detectors.actions import EvalContext
 from detectors.baseline import Ewma, alpha_for_half_life
-from detectors.features import ratio
 from detectors.layout import F64, KIND_ENDPOINT, N_PRIORITIES, PRIO0
 from detectors.policy import Planned
 from detectors.rule import Rule
@@ -69,24 +65,11 @@ class RetryStormConfig(DetectorConfig):
     amp_floor: float = 0.05  # std floor of amplification (absolute)
     fail_lo: float = 0.05  # failed share of admitted attempts above normal that starts to count
     fail_hi: float = 0.2  # ... and counts fully
-    # first attempts / demonstrated capacity (a lower bound of the capacity: a service that
-    # keeps pace shows about 1) from which retries start not to be the cause, and are not at
-    # all: demand 20 % above anything served lately is organic growth, not a storm
-    first_fit_lo: float = 1.2
-    first_fit_hi: float = 1.5
 
 
 class RetryStorm(Detector[RetryStormConfig]):
     name = "retry_storm"
-    inputs = (
-        "amplification",
-        "retry_coherence",
-        "retries",
-        "error_fraction",
-        "rejected",
-        "intent_rate_per_s",
-        "demonstrated_per_s",
-    )
+    inputs = ("amplification", "retry_coherence", "retries", "error_fraction", "rejected")
     baselines = ("amplification",)
     config_type = RetryStormConfig
     needs_warmup = False
@@ -128,19 +111,12 @@ class RetryStorm(Detector[RetryStormConfig]):
         if calm is not None:
             ran &= calm
         err_base.update(err, ran & ((err_base.n < c.warmup) | (excess_err < c.fail_lo)))
-        # retries are the overload only where first attempts alone fit what the service was
-        # seen to serve lately (its demonstrated capacity, which remembers the throughput from
-        # before a fault): where they alone exceed it, the shortfall is organic demand
-        # (overload's admission, a capacity signal), not a storm
-        util = ratio(x["intent_rate_per_s"], x["demonstrated_per_s"])
-        retry_driven = 1.0 - ramp(util, c.first_fit_lo, c.first_fit_hi)
         raw = (
             ramp(growth, 1.0 + c.rise_lo, 1.0 + c.rise_hi)
             * self._gate(z)
             * evidence_gate
             * phase
             * failing
-            * retry_driven
         )
         evidence = {
             "amplification": amp,
@@ -152,7 +128,6 @@ class RetryStorm(Detector[RetryStormConfig]):
             "error_fraction": err,
             "error_fraction_baseline": w * err_base.mean,
             "history_weight": w,
-            "demonstrated_utilization": util,
         }
         return raw, evidence, {"amplification": amp}
 

@@ -27,11 +27,8 @@ def feature_stream(det_cls: type[Detector], seed: int = 0) -> list[dict[str, np.
         if "tenant_share" in f:
             f["tenant_share"] = rng.uniform(0.2, 0.3, K)
             f["active_tenants"] = np.full(K, 4.0)
-        if "demonstrated_per_s" in f:  # first attempts that fit what the service serves
-            f["demonstrated_per_s"] = f["intent_rate_per_s"] * 2.5
         if t > 90:  # everything jumps: every detector sees something to score
-            fixed = ("mature", "active_tenants")
-            f = {n: v * 3.0 if n not in fixed else v for n, v in f.items()}
+            f = {n: v * 3.0 if n not in ("mature", "active_tenants") else v for n, v in f.items()}
             if "tenant_share" in f:
                 f["tenant_share"] = np.full(K, 0.8)
         steps.append(f)

@@ -21,11 +21,7 @@ from schemas.directive import Action, Directive, Scope
 KEY: Key = ("E", "llm", "")
 
 
-def storm_features(
-    n: int, amp: float, err: float, rejected: float, served: float = 100.0
-) -> dict[str, np.ndarray]:
-    """One 1 s window: 100 first attempts; ``served`` = the most successes per second the
-    service served lately (its demonstrated capacity)."""
+def storm_features(n: int, amp: float, err: float, rejected: float) -> dict[str, np.ndarray]:
     first = 100.0
     attempts = first * amp
     one = np.ones(n)
@@ -38,8 +34,6 @@ def storm_features(
         "retry_coherence": 0.2 * one,
         "error_fraction": err * one,
         "mature": one,
-        "intent_rate_per_s": first * one,
-        "demonstrated_per_s": served * one,
     }
 
 
@@ -54,20 +48,6 @@ def test_storm_needs_failures_of_the_service_not_rejections() -> None:
     echo = det.update_many(storm_features(1, 3.0, 0.0, 150.0))
     assert echo.score[0] == 0.0
     assert echo.evidence["rejected"][0] == 150.0
-
-
-def test_retries_of_demand_beyond_what_the_service_ever_served_are_organic_not_a_storm() -> None:
-    """Failure kind 3/5: polite clients retrying an organic overload drew storm directives. The
-    same amplification and failures score as a storm when first attempts fit what the service
-    was serving before (a fault), and 0 when first attempts alone run 1.6x above it (demand
-    grew: overload's admission acts, reported as a capacity shortfall)."""
-    det = RetryStorm()
-    for _ in range(60):
-        det.update_many(storm_features(1, 1.05, 0.01, 0.0))
-    assert det.update_many(storm_features(1, 3.0, 0.6, 0.0, served=100.0)).score[0] >= 0.6
-    organic = det.update_many(storm_features(1, 3.0, 0.6, 0.0, served=100.0 / 1.6))
-    assert organic.score[0] == 0.0
-    assert organic.evidence["demonstrated_utilization"][0] == 1.6
 
 
 def test_storm_failure_baseline_does_not_learn_the_failure() -> None:
@@ -283,4 +263,3 @@ def test_throttle_tightening_is_issued_at_once_loosening_waits() -> None:
     steps = drive(Policy(CFG), [0.9, 0.9, 0.9], [throttle(100.0), throttle(20.0), throttle(500.0)])
     assert [d.action.rate_per_s for d in steps[1]] == [20.0]
     assert steps[2] == []
-
