@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, Self, TypeVar
 
+from flyball.clock import wall_ms
 from flyball.logbudget import LogBudget
 from infra.errors import HistoryError
 from schemas.columns import EventColumns
@@ -80,13 +81,13 @@ def refused_deadletter(
 
 
 def rejecter(
-    table: str, send: Callable[[bytes, bytes], None], now_ms: Callable[[], int]
+    table: str, send: Callable[[bytes, bytes], None]
 ) -> Callable[[object, HistoryError], None]:
     """A ``reject`` for ``insert_isolating`` that dead-letters each refused row through ``send``
-    (key, value) and logs it within a rate budget."""
+    (key, value), stamped with the wall clock, and logs it within a rate budget."""
 
     def reject(rows: object, exc: HistoryError) -> None:
-        key, value = refused_deadletter(table, rows, exc, now_ms())
+        key, value = refused_deadletter(table, rows, exc, wall_ms())
         if _LOG_BUDGET.take():
             log.warning("history refused a row, dead-lettered %s: %s", key.decode(), exc)
         send(key, value)

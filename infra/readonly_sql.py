@@ -99,10 +99,11 @@ def refusal(ast_lines: list[str]) -> str | None:
     return None
 
 
-def guarded(sql: str, ast_lines: list[str], limits: QueryLimits) -> str:
-    """``sql`` with the limits appended, or ``HistoryError`` (not retriable) saying why not."""
+def guarded(statement: str, ast_lines: list[str], limits: QueryLimits) -> str:
+    """One statement (``single_statement``'s result) with the limits appended, or
+    ``HistoryError`` (not retriable) saying why not."""
     why = refusal(ast_lines)
     if why is not None:
         raise HistoryError(why, retriable=False)
     # on a new line: a trailing "-- comment" in the query must not swallow the limits
-    return single_statement(sql).rstrip() + "\n" + limits.settings_clause()
+    return statement.rstrip() + "\n" + limits.settings_clause()

@@ -107,18 +107,15 @@ class _Batch:
         """Insert everything, clearing each part once written (a retry resumes where it failed).
         Rows the store refuses are dead-lettered through ``refused`` and the rest land
         (``infra.isolate``); a retriable failure raises with the unwritten parts kept."""
-        now = _wall_ms
         events = EventColumns.concat(self.events) if self.events else EventColumns.empty()
-        n_ev = insert_isolating(store.insert_events, events, rejecter("events", refused, now))
+        n_ev = insert_isolating(store.insert_events, events, rejecter("events", refused))
         self.events = []
-        n_ft = insert_isolating(
-            store.insert_features, self.features, rejecter("features", refused, now)
-        )
+        n_ft = insert_isolating(store.insert_features, self.features, rejecter("features", refused))
         self.features = []
-        n_sc = insert_isolating(store.insert_scores, self.scores, rejecter("scores", refused, now))
+        n_sc = insert_isolating(store.insert_scores, self.scores, rejecter("scores", refused))
         self.scores = []
         n_di = insert_isolating(
-            store.insert_directives, self.directives, rejecter("directives", refused, now)
+            store.insert_directives, self.directives, rejecter("directives", refused)
         )
         self.directives = []
         return n_ev, n_ft, n_sc, n_di
@@ -388,7 +385,3 @@ class HistorySink:
             self._backoff_ms = 0  # nothing left to retry: the next assignment starts unpaused
             self._count(paused=False)
         self._assigned = []
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)

@@ -151,15 +151,11 @@ class HistorySink:
         directives: list[Directive],
     ) -> None:
         # Each insert is idempotent, so retrying the whole batch after a partial failure is safe.
-        store = self.store
-        insert_isolating(store.insert_events, events, rejecter("events", self._refused, _wall_ms))
-        insert_isolating(
-            store.insert_features, features, rejecter("features", self._refused, _wall_ms)
-        )
-        insert_isolating(store.insert_scores, scores, rejecter("scores", self._refused, _wall_ms))
-        insert_isolating(
-            store.insert_directives, directives, rejecter("directives", self._refused, _wall_ms)
-        )
+        store, refused = self.store, self._refused
+        insert_isolating(store.insert_events, events, rejecter("events", refused))
+        insert_isolating(store.insert_features, features, rejecter("features", refused))
+        insert_isolating(store.insert_scores, scores, rejecter("scores", refused))
+        insert_isolating(store.insert_directives, directives, rejecter("directives", refused))
 
     def _refused(self, key: bytes, value: bytes) -> None:
         self.refused_rows += 1
@@ -167,7 +163,3 @@ class HistorySink:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
