@@ -94,6 +94,36 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.signing import (
+        ControlKey,
+        Keyring,
+        KeyringError,
+        generate_key,
+        load_keyring,
+        write_keyring,
+    )
+
+    try:
+        key = generate_key(args.kid, args.alg)
+        keys: tuple[ControlKey, ...] = (key,)
+        if args.add_to is not None:  # rotation: the new key signs, the old ones still verify
+            old = load_keyring(args.add_to)
+            keys = (key, *old.keys.values())
+        ring = Keyring(keys, key.kid)
+    except KeyringError as e:
+        print(f"flyball keygen: {e}", file=sys.stderr)
+        return 2
+    out = args.out if args.add_to is None else args.add_to
+    write_keyring(out, ring)
+    public = out.with_name(out.stem + ".public.json")
+    write_keyring(public, ring, public_only=True)
+    print(f"keyring {out} (signs with {key.kid}, {key.alg}: workers' control_keys)")
+    what = "gateways' control_keys" if args.alg == "ed25519" else "a shared secret: keep it private"
+    print(f"public  {public} ({what})")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from flyball.bench import run_bench
 
@@ -131,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not write history from this worker (another process does)",
     )
     p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser(
+        "keygen",
+        help="make a keyring that signs directives (workers) and its public half (gateways)",
+        description="Write a keyring (JSON, mode 0600) whose new key signs control-topic "
+        "directives, and beside it NAME.public.json for gateways. Ed25519 (default): gateways "
+        "can verify but never sign. Rotation: --add-to an existing keyring, give gateways the "
+        "new public keyring first, then workers; drop the old key an hour later (the longest "
+        "directive lifetime).",
+    )
+    p.add_argument("--kid", required=True, help="key id, e.g. 2026-12 (1-64 characters)")
+    p.add_argument("--alg", choices=("ed25519", "hmac-sha256"), default="ed25519")
+    p.add_argument("--out", type=Path, default=Path("control-keys.json"), help="keyring path")
+    p.add_argument("--add-to", type=Path, help="add the key to this keyring (rotation)")
+    p.set_defaults(handler=_cmd_keygen)
 
     p = sub.add_parser("sql", help="query the history (goes through `flyball up` when it runs)")
     p.add_argument("query", help='SQL, e.g. "SELECT count() FROM flyball.events"')

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flyball.errors import ConfigError
+from schemas.signing import Keyring, KeyringError, hmac_keyring, load_keyring
 
 ENV_PREFIX = "FLYBALL_"
 DEFAULT_CONFIG_FILE = "flyball.toml"
@@ -92,8 +93,22 @@ class Settings(BaseSettings):
     )
     sql_max_seconds: int = Field(30, ge=1, description="`flyball sql`: execution time per query")
     sql_max_rows: int = Field(100_000, ge=1, description="`flyball sql`: result rows per query")
+    control_keys: Path | None = Field(
+        None,
+        description="keyring file (JSON, `flyball keygen`) of the keys that sign/verify "
+        "directives (Ed25519 or HMAC, several valid at once); `flyball up` writes one",
+    )
     signing_key: SecretStr | None = Field(
-        None, description="HMAC key signing control-topic directives (secret); unset: unsigned"
+        None, description="shorthand for a one-key HMAC keyring: the shared secret (>= 16 bytes)"
+    )
+    signing_key_id: str = Field("k1", description="key id of `signing_key`")
+    allow_unsigned: bool = Field(
+        False,
+        description="accept (gateways) and send (workers) unsigned directives: anyone who can "
+        "write the control topic then constrains traffic; for isolated tests only",
+    )
+    max_clock_skew_ms: int = Field(
+        5_000, ge=0, description="gateways: refuse directives issued further ahead of their clock"
     )
     gateway_silence_ms: int = Field(
         10_000, ge=1, description="gateways: governor silence before `governor_unreachable`"
@@ -157,6 +172,17 @@ class Settings(BaseSettings):
     @property
     def signing_key_bytes(self) -> bytes | None:
         return self.signing_key.get_secret_value().encode() if self.signing_key else None
+
+    def keyring(self) -> Keyring | None:
+        """The control keyring: ``control_keys`` (a file), else ``signing_key`` (one HMAC key),
+        else None. A bad keyring raises ``ConfigError``."""
+        try:
+            if self.control_keys is not None:
+                return load_keyring(self.control_keys)
+            secret = self.signing_key_bytes
+            return hmac_keyring(secret, self.signing_key_id) if secret else None
+        except KeyringError as e:
+            raise ConfigError(f"control keys: {e}") from None
 
     def kafka_client_config(self, bootstrap: str | None = None) -> dict[str, str]:
         """confluent-kafka (librdkafka) options: bootstrap plus TLS/SASL pass-through."""

@@ -94,7 +94,9 @@ class Gateway:
         self._handler = ControlHandler(
             self._table,
             self._c,
-            signing_key=settings.signing_key_bytes,
+            keyring=settings.keyring(),
+            allow_unsigned=settings.allow_unsigned,
+            max_skew_ms=settings.max_clock_skew_ms,
             silence_ms=governor_silence_ms,
             started_ms=clock_ms(),
             lock=self._lock,

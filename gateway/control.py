@@ -10,9 +10,14 @@ handled in isolation (one that makes handling raise is counted as ``error`` and 
 reader that fails is restarted with a new consumer after a doubling backoff (counted as
 ``control_listener_restarts``; ``control_listener_up`` is 0 meanwhile).
 
-Heartbeats (``{"v":1,"kind":"heartbeat","ts_ms":…,"worker":…}``) are accepted unsigned even when a
-signing key is set: they only keep the gateway's "governor reachable" state and can never constrain
-traffic. Directives and releases must be signed when a key is set.
+Directives and releases must be signed by a key of the gateway's keyring (``schemas.signing``:
+the signature covers the exact bytes of the directive's JSON); a bare directive is applied only
+with ``allow_unsigned``. With neither, every directive is refused as ``unsigned`` and the gateway
+stays ungoverned (it fails open), which ``governor_state`` and the counters show. A directive
+issued more than ``max_skew_ms`` ahead of the gateway's clock is refused as ``future`` (a forger
+cannot pin a directive in the future, and clocks that far apart need fixing). Heartbeats
+(``{"v":1,"kind":"heartbeat","ts_ms":…,"worker":…}``) are accepted unsigned: they only keep the
+gateway's "governor reachable" state and can never constrain traffic.
 
 A message is a sign of life only when it is recent: its own time (``ts_ms`` of a heartbeat,
 ``issued_ms`` of a directive) is at most ``silence_ms`` before the gateway's clock. So replaying an
@@ -33,9 +38,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from gateway.enforce import DirectiveTable
 from gateway.stats import Counters
-from schemas.control import Heartbeat, decode_control
-from schemas.directive import Directive, verify
-from schemas.errors import DecodeError
+from schemas.control import Heartbeat, Refused, open_control
+from schemas.directive import Directive
+from schemas.signing import Keyring
 
 log = logging.getLogger("flyball.gateway")
 
@@ -48,14 +53,18 @@ class ControlHandler:
         table: DirectiveTable,
         counters: Counters,
         *,
-        signing_key: bytes | None,
+        keyring: Keyring | None,
+        allow_unsigned: bool = False,
+        max_skew_ms: int = 5_000,
         silence_ms: int,
         started_ms: int,
         lock: threading.Lock | None = None,
     ) -> None:
         self.table = table
         self._c = counters
-        self._key = signing_key
+        self._ring = keyring
+        self._allow_unsigned = allow_unsigned
+        self._max_skew_ms = max_skew_ms
         self.silence_ms = silence_ms
         self.started_ms = started_ms
         self.last_heard_ms: int | None = None
@@ -80,24 +89,22 @@ class ControlHandler:
         self._c.control_messages += 1
         if data is None:
             return self._reject("malformed")
-        msg = decode_control(data)
-        if isinstance(msg, DecodeError):
-            log.warning("control message rejected: %s", msg.describe())
-            return self._reject("malformed")
+        msg = open_control(data, self._ring, allow_unsigned=self._allow_unsigned)
+        if isinstance(msg, Refused):
+            if msg.error is not None:
+                log.warning("control message rejected: %s", msg.error.describe())
+            elif msg.reason != "unsigned" or self._c.directives_rejected["unsigned"] == 0:
+                log.warning("directive rejected: %s (set control_keys to the workers' keyring)",
+                            msg.reason)
+            return self._reject(msg.reason)
         if isinstance(msg, Heartbeat):
             self._c.heartbeats += 1
             self._heard(msg.ts_ms, now_ms)
             return "heartbeat"
-        return self.handle_directive(msg, now_ms)
-
-    def handle_directive(self, d: Directive, now_ms: int) -> str:
-        if self._key is not None:
-            if d.sig is None:
-                return self._reject("unsigned", d)
-            if not verify(d, self._key):
-                return self._reject("forged", d)
-        self._heard(d.issued_ms, now_ms)
-        return self.handle_directive_trusted(d, now_ms)
+        if msg.issued_ms > now_ms + self._max_skew_ms:
+            return self._reject("future", msg)
+        self._heard(msg.issued_ms, now_ms)
+        return self.handle_directive_trusted(msg, now_ms)
 
     def handle_directive_trusted(self, d: Directive, now_ms: int) -> str:
         """Apply ``d`` without a signature check (in-process callers) and count the outcome."""
@@ -113,8 +120,8 @@ class ControlHandler:
 
     def _reject(self, reason: str, d: Directive | None = None) -> str:
         self._c.directives_rejected[reason] += 1
-        if d is not None and reason in ("unsigned", "forged"):
-            log.warning("directive %s rejected: %s signature", d.id, reason)
+        if d is not None:
+            log.warning("directive %s rejected: %s", d.id, reason)
         return reason
 
     def _heard(self, msg_ms: int, now_ms: int) -> None:

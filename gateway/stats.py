@@ -21,8 +21,10 @@ GOVERNOR_STATES: Final[tuple[str, ...]] = ("connecting", "ok", "unreachable")
 REJECT_REASONS: Final[tuple[str, ...]] = (
     "malformed",  # not a valid directive/heartbeat (schemas.control.decode_control)
     "error",  # handling it raised (logged with its traceback; the listener goes on)
-    "unsigned",  # a signing key is set and the directive has no signature
-    "forged",  # a signing key is set and the signature does not match
+    "unsigned",  # a bare directive, and allow_unsigned is off (the default)
+    "unknown_key",  # signed by a key id (or algorithm) this gateway's keyring does not hold
+    "forged",  # the signature does not match the signed bytes
+    "future",  # issued further ahead of the gateway's clock than max_clock_skew_ms
     "expired",  # already past expires_ms when it arrived
     "stale",  # older issued_ms than the directive in force with the same id
 )

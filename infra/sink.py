@@ -35,7 +35,7 @@ from flyball.settings import Settings
 from infra.isolate import insert_isolating, rejecter
 from infra.records_codec import decode_feature, decode_score
 from schemas.columns import EventColumns
-from schemas.control import Heartbeat, decode_control
+from schemas.control import Heartbeat, Refused, open_control
 from schemas.directive import Directive
 from schemas.errors import DecodeError
 from schemas.frames import decode_message
@@ -132,6 +132,7 @@ class HistorySink:
         config: SinkConfig | None = None,
     ) -> None:
         self.settings = settings
+        self._keyring = settings.keyring()
         self.store = store
         self.config = config or SinkConfig()
         self.topics = {
@@ -295,9 +296,11 @@ class HistorySink:
         return []
 
     def _on_control(self, value: bytes) -> list[DecodeError]:
-        msg = decode_control(value)
-        if isinstance(msg, DecodeError):
-            return [msg]
+        # history records what was published: with a keyring, only what gateways would accept
+        ring = self._keyring
+        msg = open_control(value, ring, allow_unsigned=True, verify=ring is not None)
+        if isinstance(msg, Refused):
+            return [msg.error or DecodeError(f"directive refused: {msg.reason}", "sig")]
         if isinstance(msg, Heartbeat):
             self._count(heartbeats=1)
             return []

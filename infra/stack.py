@@ -31,6 +31,10 @@ from infra.query_server import QueryServer, remove_up_file, write_up_file
 from infra.readonly_sql import QueryLimits
 from infra.sink import HistorySink, SinkConfig
 from infra.topics import ensure_topics
+from schemas.signing import Keyring, generate_key, load_keyring, write_keyring
+
+KEYRING_FILE = "control-keys.json"  # the worker signs with it (secret: mode 0600)
+PUBLIC_KEYRING_FILE = "control-keys.public.json"  # what gateways verify with
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +93,9 @@ class EmbeddedStack:
         return self
 
     def _start(self) -> None:
-        s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_keys()
+        s = self.settings
         if s.embedded_broker:
             self.broker = EmbeddedBroker(log_path=self.data_dir / "broker.log").start()
             self.bootstrap = self.broker.bootstrap
@@ -112,6 +117,27 @@ class EmbeddedStack:
                 limits=QueryLimits(s.sql_max_seconds, s.sql_max_rows),
             ).start()
             write_up_file(self.up_file, self.info(with_token=True))
+
+    def _ensure_keys(self) -> None:
+        """Signed by default: with no keys configured (and unsigned not allowed), use the data
+        dir's keyring, generating an Ed25519 one on first start. The worker signs with it; local
+        gateways verify with its public half (``keys=`` in the ready line)."""
+        s = self.settings
+        if s.allow_unsigned or s.keyring() is not None:
+            return
+        path = self.data_dir / KEYRING_FILE
+        if not path.exists():
+            kid = time.strftime("up-%Y%m%d-%H%M%S", time.gmtime())
+            write_keyring(path, Keyring((generate_key(kid),), kid))
+            log.info("generated the control keyring %s (Ed25519, key id %s)", path, kid)
+        ring = load_keyring(path)
+        write_keyring(self.public_keys_file, ring, public_only=True)
+        self.settings = s.model_copy(update={"control_keys": path})
+
+    @property
+    def public_keys_file(self) -> Path:
+        """The public keyring gateways verify with (written at start when the stack signs)."""
+        return self.data_dir / PUBLIC_KEYRING_FILE
 
     def stop(self) -> None:
         """Stop everything that was started (idempotent; each step is bounded)."""
@@ -161,6 +187,7 @@ class EmbeddedStack:
             "broker_pid": self.broker.pid if self.broker is not None else None,
             "worker_pid": self.worker_proc.pid if self.worker_proc is not None else None,
             "started_ms": int(time.time() * 1000),
+            "keys": str(self.public_keys_file) if self.public_keys_file.exists() else None,
         }
         if with_token and self.query_server is not None:
             info["token"] = self.query_server.token
@@ -170,6 +197,8 @@ class EmbeddedStack:
         parts = [f"bootstrap={self.bootstrap}", f"history={redact(self.settings.history_dsn)}"]
         if self.query_url:
             parts.append(f"query={self.query_url}")
+        if self.settings.control_keys is not None and self.public_keys_file.exists():
+            parts.append(f"keys={self.public_keys_file}")
         parts.append(f"data_dir={self.data_dir}")
         return "flyball ready " + " ".join(parts)
 

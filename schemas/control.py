@@ -5,7 +5,7 @@ Decoding never raises: a malformed message becomes a :class:`DecodeError` naming
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from schemas import jsoncodec
@@ -19,6 +19,7 @@ from schemas.directive import (
     Scope,
 )
 from schemas.errors import DecodeError
+from schemas.signing import SIGNED_KIND, Keyring, Sealed, sealed_from_json
 
 HEARTBEAT_KIND: Final = "heartbeat"
 
@@ -51,8 +52,9 @@ _BOUNDS: Final[dict[str, tuple[int, int]]] = {**DIRECTIVE_RANGES, "ts_ms": TS_MS
 
 def decode_control(
     data: bytes | bytearray | memoryview | str,
-) -> Directive | Heartbeat | DecodeError:
-    """Decode one control-topic message."""
+) -> Directive | Heartbeat | Sealed | DecodeError:
+    """Decode one control-topic message: a signed envelope is returned unverified (``Sealed``;
+    its payload is decoded once a keyring accepts it)."""
     doc = jsoncodec.load_object(data)
     if isinstance(doc, DecodeError):
         return doc
@@ -62,8 +64,12 @@ def decode_control(
         kind = doc.get("kind")
         if kind == HEARTBEAT_KIND:
             return Heartbeat(ts_ms=_int(doc, "ts_ms"), worker=_str(doc, "worker"))
+        if kind == SIGNED_KIND:
+            return sealed_from_json(doc)
         if kind != "directive":
-            raise _Bad("kind", f"unknown kind {kind!r} (expected 'directive' or 'heartbeat')")
+            raise _Bad(
+                "kind", f"unknown kind {kind!r} (expected 'signed', 'directive' or 'heartbeat')"
+            )
         return directive_from_json(doc)
     except _Bad as bad:
         return DecodeError(bad.reason, bad.where)
@@ -73,6 +79,8 @@ def decode_directive(data: bytes | bytearray | memoryview | str) -> Directive | 
     msg = decode_control(data)
     if isinstance(msg, Heartbeat):
         return DecodeError("a heartbeat, not a directive", "kind")
+    if isinstance(msg, Sealed):
+        return DecodeError("a signed envelope: open it with a keyring", "kind")
     return msg
 
 
@@ -143,9 +151,6 @@ def directive_from_json(doc: dict[str, Any]) -> Directive:
         raise _Bad("expires_ms", "must not be before issued_ms")
     if (why := out_of_range(expires_ms - issued_ms, TTL_MS)) is not None:
         raise _Bad("expires_ms", f"lifetime (expires_ms - issued_ms) {why}")
-    sig = doc.get("sig")
-    if sig is not None and not isinstance(sig, str):
-        raise _Bad("sig", "must be a hex string")
     return Directive(
         id=_str(doc, "id"),
         issued_ms=issued_ms,
@@ -153,7 +158,6 @@ def directive_from_json(doc: dict[str, Any]) -> Directive:
         scope=scope,
         action=action,
         reason=reason,
-        sig=sig,
     )
 
 
@@ -203,3 +207,42 @@ def _num(doc: dict[str, Any], key: str, default: float, prefix: str = "") -> flo
     if v > MAX_RATE:
         raise _Bad(prefix + key, f"must be at most {MAX_RATE:g}")
     return float(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A control message a reader must not apply: ``reason`` is ``malformed``, ``unsigned``
+    (a bare directive while signatures are required), ``unknown_key`` or ``forged``."""
+
+    reason: str
+    error: DecodeError | None = None
+
+
+def open_control(
+    data: bytes | bytearray | memoryview | str,
+    ring: Keyring | None,
+    *,
+    allow_unsigned: bool,
+    verify: bool = True,
+) -> Directive | Heartbeat | Refused:
+    """Decode a control message and apply the signature rules: a signed envelope must verify
+    with ``ring`` (``verify=False``: only decoded, for a reader that records what was sent), a
+    bare directive is accepted only with ``allow_unsigned``, heartbeats always (they can never
+    constrain traffic)."""
+    msg = decode_control(data)
+    if isinstance(msg, DecodeError):
+        return Refused("malformed", msg)
+    if isinstance(msg, Heartbeat):
+        return msg
+    if isinstance(msg, Directive):
+        return msg if allow_unsigned else Refused("unsigned")
+    if verify:
+        if ring is None:
+            return Refused("unknown_key")
+        why = ring.check(msg)
+        if why is not None:
+            return Refused(why)
+    inner = decode_directive(msg.payload)
+    if isinstance(inner, DecodeError):
+        return Refused("malformed", inner)
+    return replace(inner, sig=msg.kid)

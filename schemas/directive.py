@@ -4,18 +4,21 @@ A directive is scoped (endpoint / tenant / agent / priority / attempt / depth), 
 action, expires (``expires_ms``: a silent governor stops constraining anyone) and carries the
 evidence that caused it.
 The wire format is a JSON object (see ``schemas/json/directive.schema.json`` and
-``schemas/README.md``). When a signing key is configured, ``sig`` is the hex HMAC-SHA256 of the
-canonical bytes: the directive without ``sig`` serialised by orjson with sorted keys.
+``schemas/README.md``). Signed, it travels inside an envelope whose signature covers its exact
+JSON bytes (``schemas.signing``); ``sig`` then names the key that signed it (``kid``), for
+history. It is never part of the JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from schemas import jsoncodec
+
+if TYPE_CHECKING:
+    from schemas.signing import Keyring
 
 DIRECTIVE_VERSION: Final = 1
 
@@ -153,7 +156,7 @@ class Directive:
     scope: Scope
     action: Action
     reason: Reason
-    sig: str | None = None
+    sig: str | None = None  # the kid that signed it (history only; not in the JSON)
     v: int = DIRECTIVE_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -167,15 +170,7 @@ class Directive:
             "action": self.action.to_json(),
             "reason": self.reason.to_json(),
         }
-        if self.sig is not None:
-            out["sig"] = self.sig
         return out
-
-    def canonical_bytes(self) -> bytes:
-        """The bytes the signature covers: the JSON without ``sig``, keys sorted."""
-        body = self.to_json()
-        body.pop("sig", None)
-        return jsoncodec.dumps_canonical(body)
 
     def encode(self) -> bytes:
         return jsoncodec.dumps(self.to_json())
@@ -190,15 +185,7 @@ def directive_id(detector: str, scope: Scope, onset_ms: int) -> str:
     return h.hexdigest()
 
 
-def sign(d: Directive, key: bytes) -> Directive:
-    """Return ``d`` with ``sig`` set to HMAC-SHA256(key, canonical bytes)."""
-    mac = hmac.new(key, d.canonical_bytes(), hashlib.sha256).hexdigest()
-    return replace(d, sig=mac)
-
-
-def verify(d: Directive, key: bytes) -> bool:
-    """True when ``d.sig`` is the HMAC of its canonical bytes under ``key``."""
-    if d.sig is None:
-        return False
-    mac = hmac.new(key, d.canonical_bytes(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(mac, d.sig)
+def seal(d: Directive, ring: Keyring) -> tuple[Directive, bytes]:
+    """``d`` marked as signed by ``ring``'s signing key, and its envelope (the wire bytes)."""
+    assert ring.signer is not None
+    return replace(d, sig=ring.signer.kid), ring.seal(d.encode())

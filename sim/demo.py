@@ -279,6 +279,9 @@ def _run(
             stack = EmbeddedStack(base, data_dir, worker=False, sink=False, query=False)
             cleanup.callback(stack.stop)
             stack.start()
+            keys = stack.settings.control_keys  # signed by default: the stack's keyring
+            for run in runs:
+                run.settings = run.settings.model_copy(update={"control_keys": keys})
             mark("stack_ready")
             bootstrap = stack.bootstrap
             err.print(f"  broker {bootstrap}, history {stack.settings.history_dsn}")

@@ -40,7 +40,7 @@ from flyball.settings import Settings
 from gateway.asgi import GatewayLike
 from gateway.enforce import DEFER_KIND, REJECT_KIND, REROUTE_KIND
 from gateway.events import RequestEvent
-from schemas.control import Heartbeat, decode_control
+from schemas.control import Heartbeat, open_control
 from schemas.directive import Directive
 from sim.context import SimContext
 from sim.engine import Engine
@@ -169,7 +169,8 @@ class ControlTap:
                 for m in msgs:
                     if m.error() is not None:
                         continue
-                    msg = decode_control(m.value() or b"")
+                    # a tap records what was published: envelopes are opened, not verified
+                    msg = open_control(m.value() or b"", None, allow_unsigned=True, verify=False)
                     if isinstance(msg, Directive):
                         with self._lock:
                             self._received.append(Received(msg, now))

@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -215,7 +216,10 @@ def breakdown(trace_path: Path, onsets: list[tuple[int, int]]) -> dict[str, Any]
 def loop_bench(settings: Settings, calm_s: float = 4.0) -> dict[str, Any]:
     prefix = f"loop-{uuid.uuid4().hex[:8]}"
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flyball-loop-") as tmp:
-        s = settings.with_topic_prefix(prefix, kafka_bootstrap=broker.bootstrap, signing_key=None)
+        s = settings.with_topic_prefix(
+            prefix, kafka_bootstrap=broker.bootstrap,
+            signing_key=secrets.token_hex(16), control_keys=None,  # a key of its own
+        )
         ensure_topics(s, broker.bootstrap)
         trace = Path(tmp) / "trace.jsonl"
         env = child_env(

@@ -1,7 +1,8 @@
 """What the governor decided, as messages for the features, scores and control topics.
 
 Directives are keyed by scope and episode, ``f"{scope.key()}|id={directive.id}"``
-(``directive_key``), and signed with ``schemas.directive.sign`` when a signing key is configured.
+(``directive_key``), and sealed in a signed envelope (``schemas.signing``) when a keyring is
+configured (its ``sign`` key).
 The episode is in the key because one scope can carry several episodes at once (a storm's defer and
 its shed share a scope key under different ids): on a compacted control topic each episode keeps
 its latest message (its last refresh, or its release) instead of one episode overwriting another.
@@ -16,8 +17,9 @@ from typing import Any
 
 from schemas import jsoncodec
 from schemas.control import Heartbeat
-from schemas.directive import Directive, sign
+from schemas.directive import Directive, seal
 from schemas.records import FeatureRecord, ScoreRecord
+from schemas.signing import Keyring
 
 
 @dataclass(slots=True)
@@ -27,15 +29,19 @@ class Outputs:
     features: list[FeatureRecord] = field(default_factory=list)
     scores: list[ScoreRecord] = field(default_factory=list)
     directives: list[Directive] = field(default_factory=list)
+    wire: list[bytes] = field(default_factory=list)  # each directive's message value
 
-    def add(self, governor_output: Any, signing_key: bytes | None) -> None:
-        """Append a ``GovernorOutput``; directives are signed here when a key is set."""
+    def add(self, governor_output: Any, keyring: Keyring | None) -> None:
+        """Append a ``GovernorOutput``; directives are sealed here when a keyring signs."""
         self.features.extend(governor_output.features)
         self.scores.extend(governor_output.scores)
-        ds: Sequence[Directive] = governor_output.directives
-        if signing_key is not None:
-            ds = [sign(d, signing_key) for d in ds]
-        self.directives.extend(ds)
+        for d in governor_output.directives:
+            if keyring is not None:
+                d, value = seal(d, keyring)
+            else:
+                value = d.encode()
+            self.directives.append(d)
+            self.wire.append(value)
 
     def __len__(self) -> int:
         return len(self.features) + len(self.scores) + len(self.directives)
@@ -54,8 +60,9 @@ def directive_key(d: Directive) -> str:
     return f"{d.scope.key()}|id={d.id}"
 
 
-def encode_directives(directives: Sequence[Directive]) -> list[tuple[bytes, bytes]]:
-    return [(directive_key(d).encode(), d.encode()) for d in directives]
+def encode_directives(outputs: Outputs) -> list[tuple[bytes, bytes]]:
+    pairs = zip(outputs.directives, outputs.wire, strict=True)
+    return [(directive_key(d).encode(), v) for d, v in pairs]
 
 
 def encode_heartbeat(worker: str, now_ms: int) -> tuple[bytes, bytes]:

@@ -33,6 +33,7 @@ from faust.types import TP, EventT, StreamT
 from mode import BaseSignalT
 
 from flyball.clock import wall_ms
+from flyball.errors import ConfigError
 from flyball.logbudget import LogBudget
 from flyball.settings import Settings
 from infra.sink import HistoryWriter
@@ -118,7 +119,14 @@ class StreamWorker:
         self.timing = timing
         self.worker_name = worker_name or default_worker_name()
         self.kafka_conf = settings.kafka_client_config(bootstrap)
-        self.signing_key = settings.signing_key_bytes
+        self.keyring = settings.keyring()
+        if self.keyring is not None and self.keyring.signer is None:
+            raise ConfigError("control keys: the keyring has no signing key ('sign')")
+        if self.keyring is None and not settings.allow_unsigned:
+            raise ConfigError(
+                "no control keys: set control_keys (a keyring from `flyball keygen`) or "
+                "signing_key, or allow_unsigned=true (gateways then refuse nothing)"
+            )
         self.sink = (
             HistorySink(store, self.config.sink, deadletter=self._send_deadletter)
             if store is not None
@@ -217,7 +225,7 @@ class StreamWorker:
         for p, next_offset in next_offsets.items():
             gov.ingest(p, batch.events.get(p, EventColumns.empty()), next_offset, mono)
         outputs = Outputs()
-        outputs.add(gov.advance(), self.signing_key)
+        outputs.add(gov.advance(), self.keyring)
         return outputs
 
     async def _warm_up(self, first_offsets: dict[int, int]) -> WorkerGovernor:
@@ -265,7 +273,7 @@ class StreamWorker:
         send = self.producer.send
         st = self.stats
         # directives first: they are what gateways wait for
-        for key, value in encode_directives(outputs.directives):
+        for key, value in encode_directives(outputs):
             send(s.topic_control, key, value)
         if outputs.directives:
             self._directives_sent_ms = wall_ms()
@@ -385,7 +393,7 @@ class StreamWorker:
 
         def advance() -> Outputs:
             outputs = Outputs()
-            outputs.add(gov.governor.advance(wall_wm), self.signing_key)
+            outputs.add(gov.governor.advance(wall_wm), self.keyring)
             return outputs
 
         outputs = await asyncio.to_thread(advance)

@@ -20,7 +20,7 @@ from infra.broker import EmbeddedBroker
 from infra.topics import ensure_topics
 from schemas.columns import STATUS_REJECTED, EventColumns
 from schemas.control import Heartbeat
-from schemas.directive import Action, Directive, Reason, Scope, sign
+from schemas.directive import Action, Directive, Reason, Scope, seal
 from schemas.frames import decode_message
 from sim.context import SimContext
 from sim.metrics import compute
@@ -88,7 +88,7 @@ def publish(settings: Settings, bootstrap: str, *directives: Directive) -> None:
     p = Producer(settings.kafka_client_config(bootstrap))
     now = time.time_ns() // 1_000_000
     for d in directives:
-        p.produce(settings.topic_control, sign(d, KEY.encode()).encode(),
+        p.produce(settings.topic_control, seal(d, settings.keyring())[1],  # type: ignore[arg-type]
                   key=d.scope.key().encode())
     p.produce(settings.topic_control, Heartbeat(now, "test").encode())
     p.flush(5)

@@ -13,9 +13,15 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from flyball.settings import Settings, load_settings
 from gateway.enforce import ADMIT, Decision, DirectiveTable, RandomSource, RequestMeta
 from gateway.events import RequestEvent
-from schemas.directive import Action, Directive, Reason, Scope
+from schemas.directive import Action, Directive, Reason, Scope, seal
+from schemas.signing import hmac_keyring
 
 SIGNING_KEY = "test-signing-key"
+
+
+def signed(d: Directive, key: bytes = SIGNING_KEY.encode(), kid: str = "k1") -> bytes:
+    """``d`` as the control-topic message a worker with HMAC ``key`` publishes."""
+    return seal(d, hmac_keyring(key, kid))[1]
 
 
 def now_ms() -> int:

@@ -8,18 +8,25 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from gw_helpers import SIGNING_KEY, Topics, create_topics, make_directive, now_ms, wait_until
+from gw_helpers import (
+    SIGNING_KEY,
+    Topics,
+    create_topics,
+    make_directive,
+    now_ms,
+    signed,
+    wait_until,
+)
 
 from flyball.settings import load_settings
 from gateway.client import Gateway
 from infra.broker import EmbeddedBroker
 from schemas.control import Heartbeat
-from schemas.directive import Action, Directive, Scope, sign
+from schemas.directive import Action, Directive, Scope
 from schemas.frames import decode_message
 
 pytestmark = pytest.mark.integration
 
-KEY = SIGNING_KEY.encode()
 EP = "POST /v1/chat"
 
 
@@ -44,7 +51,7 @@ def start_gateway(topics: Topics, gateway_id: str = "gw-1", **kw: object) -> Gat
 def measure_enforcement_ms(topics: Topics, gw: Gateway, d: Directive,
                            enforced: Callable[[], bool]) -> float:
     t0 = time.perf_counter()
-    topics.publish(sign(d, KEY).encode(), key=d.scope.key().encode())
+    topics.publish(signed(d), key=d.scope.key().encode())
     assert wait_until(enforced, 5.0, step_s=0.005), "directive never enforced"
     return (time.perf_counter() - t0) * 1000
 
@@ -81,19 +88,20 @@ def test_directive_is_enforced_within_100_ms_and_stops_at_expiry(topics: Topics)
 def test_release_and_forged_directives(topics: Topics) -> None:
     gw = start_gateway(topics)
     try:
-        forged = sign(make_directive(Action("shed"), Scope(endpoint="GET /forged")), b"not the key")
-        unsigned = make_directive(Action("shed"), Scope(endpoint="GET /unsigned"))
-        good = sign(make_directive(Action("shed"), Scope(endpoint="GET /good"), id="good"), KEY)
-        topics.publish(forged.encode(), unsigned.encode(), b"{garbage", good.encode())
+        forged = signed(make_directive(Action("shed"), Scope(endpoint="GET /forged")),
+                        b"not the key, 16+ bytes")
+        unsigned = make_directive(Action("shed"), Scope(endpoint="GET /unsigned")).encode()
+        good = signed(make_directive(Action("shed"), Scope(endpoint="GET /good"), id="good"))
+        topics.publish(forged, unsigned, b"{garbage", good)
         assert wait_until(lambda: gw.admit("GET /good").kind == "reject")
         assert gw.admit("GET /forged").kind == "admit"
         assert gw.admit("GET /unsigned").kind == "admit"
         rejected = gw.stats().directives_rejected
         assert (rejected["forged"], rejected["unsigned"], rejected["malformed"]) == (1, 1, 1)
-        release = sign(
-            make_directive(Action("release"), Scope(endpoint="GET /good"), id="good"), KEY
+        release = signed(
+            make_directive(Action("release"), Scope(endpoint="GET /good"), id="good")
         )
-        topics.publish(release.encode())
+        topics.publish(release)
         assert wait_until(lambda: gw.admit("GET /good").kind == "admit")
         assert gw.stats().directives_released == 1
     finally:
@@ -119,8 +127,7 @@ def test_a_failed_control_reader_is_restarted_and_governs_again(
         monkeypatch.setattr(listener, "_assign_new_partitions", flaky)
         listener._refresh_ms = 0
         assert wait_until(lambda: gw.stats().control_listener_restarts == 1, 5.0)
-        d = sign(make_directive(Action("shed"), Scope(endpoint="GET /after")), KEY)
-        topics.publish(d.encode())
+        topics.publish(signed(make_directive(Action("shed"), Scope(endpoint="GET /after"))))
         assert wait_until(lambda: gw.admit("GET /after").kind == "reject", 10.0)
         s = gw.stats()
         assert s.control_listener_up and s.control_listener_restarts == 1
@@ -129,9 +136,9 @@ def test_a_failed_control_reader_is_restarted_and_governs_again(
 
 
 def test_a_restarted_gateway_rebuilds_the_set_in_force(topics: Topics) -> None:
-    d = sign(make_directive(Action("defer", hold_ms=5), Scope(endpoint="GET /r")), KEY)
-    old = sign(make_directive(Action("shed"), Scope(endpoint="GET /old"), ttl_ms=1), KEY)
-    topics.publish(old.encode(), d.encode(), heartbeat())
+    d = signed(make_directive(Action("defer", hold_ms=5), Scope(endpoint="GET /r")))
+    old = signed(make_directive(Action("shed"), Scope(endpoint="GET /old"), ttl_ms=1))
+    topics.publish(old, d, heartbeat())
     time.sleep(0.01)
     gw = start_gateway(topics)
     try:
@@ -146,7 +153,7 @@ def test_silent_governor_is_reported_and_the_gateway_fails_open(topics: Topics) 
     gw = start_gateway(topics, governor_silence_ms=400)
     try:
         d = make_directive(Action("shed", fraction=1.0), Scope(endpoint=EP), ttl_ms=60_000)
-        topics.publish(sign(d, KEY).encode())
+        topics.publish(signed(d))
         assert wait_until(lambda: gw.admit(EP).kind == "reject")
         for _ in range(4):  # heartbeats keep it enforced
             topics.publish(heartbeat())
@@ -173,7 +180,7 @@ def test_four_gateways_share_one_global_rate(topics: Topics) -> None:
         action = Action(
             "throttle", rate_per_s=rate, burst=burst, shares=tuple((g, 1 / n) for g in ids)
         )
-        topics.publish(sign(make_directive(action, Scope(endpoint=EP)), KEY).encode())
+        topics.publish(signed(make_directive(action, Scope(endpoint=EP))))
         assert all(wait_until(_has_directive(g)) for g in gws)
         counts = [0] * n
         stop = threading.Event()

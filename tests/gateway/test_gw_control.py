@@ -6,22 +6,40 @@ import dataclasses
 import json
 
 import pytest
-from gw_helpers import make_directive
+from gw_helpers import make_directive, signed
 
 from gateway.control import ControlHandler
 from gateway.enforce import DirectiveTable, RequestMeta
 from gateway.stats import Counters
+from schemas import jsoncodec
 from schemas.control import Heartbeat
-from schemas.directive import Action, Scope, sign
+from schemas.directive import Action, Directive
+from schemas.signing import hmac_keyring
 
-KEY = b"k3y"
+KEY = b"k3y-at-least-16-bytes"
 T0 = 1_700_000_000_000
 
 
-def handler(key: bytes | None = KEY, silence_ms: int = 10_000) -> ControlHandler:
+def handler(
+    key: bytes | None = KEY, silence_ms: int = 10_000, allow_unsigned: bool = False
+) -> ControlHandler:
+    ring = hmac_keyring(key, "k1") if key is not None else None
     return ControlHandler(
-        DirectiveTable("gw"), Counters(), signing_key=key, silence_ms=silence_ms, started_ms=T0
+        DirectiveTable("gw"), Counters(), keyring=ring, allow_unsigned=allow_unsigned,
+        silence_ms=silence_ms, started_ms=T0,
     )
+
+
+def sign(d: Directive, key: bytes = KEY) -> bytes:
+    return signed(d, key)
+
+
+def tamper(wire: bytes, change: object) -> bytes:
+    """The envelope with its payload changed after signing."""
+    env = jsoncodec.loads(wire)
+    doc = jsoncodec.loads(env["payload"])
+    change(doc)  # type: ignore[operator]
+    return jsoncodec.dumps({**env, "payload": jsoncodec.dumps(doc).decode()})
 
 
 def shed(**kw: object) -> Action:
@@ -30,8 +48,8 @@ def shed(**kw: object) -> Action:
 
 def test_valid_signature_is_applied() -> None:
     h = handler()
-    d = sign(make_directive(shed(), issued_ms=T0), KEY)
-    assert h.handle(d.encode(), T0) == "applied"
+    d = make_directive(shed(), issued_ms=T0)
+    assert h.handle(sign(d), T0) == "applied"
     assert d.id in h.table
     assert h._c.directives_applied == 1
 
@@ -39,21 +57,23 @@ def test_valid_signature_is_applied() -> None:
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
-        (lambda d: dataclasses.replace(d, sig=None), "unsigned"),
-        (lambda d: sign(d, b"wrong key"), "forged"),
-        (lambda d: dataclasses.replace(d, expires_ms=d.expires_ms + 1), "forged"),
-        (lambda d: dataclasses.replace(d, scope=Scope(endpoint="GET /other")), "forged"),
-        (
-            lambda d: dataclasses.replace(d, action=dataclasses.replace(d.action, fraction=0.5)),
-            "forged",
-        ),
+        (lambda d: d.encode(), "unsigned"),
+        (lambda d: sign(d, b"another key, 16+ bytes"), "forged"),
+        (lambda d: signed(d, KEY, kid="k2"), "unknown_key"),
+        (lambda d: tamper(sign(d), lambda j: j.update(expires_ms=j["expires_ms"] + 1)), "forged"),
+        (lambda d: tamper(sign(d), lambda j: j.update(scope={"endpoint": "GET /other"})),
+         "forged"),
+        (lambda d: tamper(sign(d), lambda j: j["action"].update(fraction=1)), "forged"),
+        (lambda d: sign(dataclasses.replace(d, issued_ms=T0 + 60_000,
+                                            expires_ms=T0 + 63_000)), "future"),
     ],
-    ids=["unsigned", "wrong-key", "tampered-expiry", "tampered-scope", "tampered-action"],
+    ids=["unsigned", "wrong-key", "unknown-kid", "tampered-expiry", "tampered-scope",
+         "same-value-other-bytes", "issued-in-the-future"],
 )
 def test_bad_signatures_are_rejected_and_counted(mutate: object, reason: str) -> None:
     h = handler()
-    d = mutate(sign(make_directive(shed(), issued_ms=T0), KEY))  # type: ignore[operator]
-    assert h.handle(d.encode(), T0) == reason
+    wire = mutate(make_directive(shed(), issued_ms=T0))  # type: ignore[operator]
+    assert h.handle(wire, T0) == reason
     assert h.table.empty
     assert h._c.directives_rejected[reason] == 1
     assert h.last_heard_ms is None  # a forged message is not a sign of the governor's life
@@ -61,18 +81,23 @@ def test_bad_signatures_are_rejected_and_counted(mutate: object, reason: str) ->
 
 def test_signed_release_is_needed_too() -> None:
     h = handler()
-    d = sign(make_directive(shed(), id="x", issued_ms=T0), KEY)
-    h.handle(d.encode(), T0)
+    h.handle(sign(make_directive(shed(), id="x", issued_ms=T0)), T0)
     release = make_directive(Action("release"), id="x", issued_ms=T0 + 1)
     assert h.handle(release.encode(), T0 + 1) == "unsigned"
     assert "x" in h.table
-    assert h.handle(sign(release, KEY).encode(), T0 + 1) == "released"
+    assert h.handle(sign(release), T0 + 1) == "released"
     assert h.table.empty and h._c.directives_released == 1
 
 
-def test_without_a_key_unsigned_directives_apply() -> None:
-    h = handler(key=None)
-    assert h.handle(make_directive(shed(), issued_ms=T0).encode(), T0) == "applied"
+def test_without_keys_directives_are_refused_unless_unsigned_is_allowed() -> None:
+    """Signed by default: a gateway with no keyring applies nothing (it stays ungoverned, fails
+    open) unless unsigned directives are explicitly allowed."""
+    d = make_directive(shed(), issued_ms=T0)
+    closed = handler(key=None)
+    assert closed.handle(d.encode(), T0) == "unsigned"
+    assert closed.handle(sign(d), T0) == "unknown_key"
+    assert closed.table.empty
+    assert handler(key=None, allow_unsigned=True).handle(d.encode(), T0) == "applied"
 
 
 @pytest.mark.parametrize(
@@ -89,8 +114,8 @@ def test_malformed_messages_are_counted(data: bytes | None) -> None:
 
 def test_expired_on_arrival_is_ignored_and_counted() -> None:
     h = handler()
-    d = sign(make_directive(shed(), issued_ms=T0 - 120_000, ttl_ms=60_000), KEY)
-    assert h.handle(d.encode(), T0) == "expired"
+    d = make_directive(shed(), issued_ms=T0 - 120_000, ttl_ms=60_000)
+    assert h.handle(sign(d), T0) == "expired"
     assert h._c.directives_rejected["expired"] == 1
     assert h.table.empty
 
@@ -106,7 +131,7 @@ def test_governor_liveness() -> None:
     h.handle(Heartbeat(T0, "w1").encode(), T0 + 5_000)
     assert h.governor_state(T0 + 5_000) == "unreachable"
     # A fresh directive is one.
-    h.handle(sign(make_directive(shed(), issued_ms=T0 + 5_000), KEY).encode(), T0 + 5_000)
+    h.handle(sign(make_directive(shed(), issued_ms=T0 + 5_000)), T0 + 5_000)
     assert h.governor_state(T0 + 5_500) == "ok"
 
 
@@ -114,7 +139,7 @@ def test_applied_directive_is_enforced() -> None:
     import random
 
     h = handler()
-    h.handle(sign(make_directive(shed(), issued_ms=T0), KEY).encode(), T0)
+    h.handle(sign(make_directive(shed(), issued_ms=T0)), T0)
     d = h.table.admit(RequestMeta("POST /v1/chat"), T0 + 1, random.Random(0))
     assert d.kind == "reject"
 
@@ -147,7 +172,7 @@ def directive_doc(evidence: object) -> bytes:
 def test_evidence_that_is_not_flat_is_malformed_and_the_next_message_applies(
     evidence: object,
 ) -> None:
-    h = handler(key=None)
+    h = handler(key=None, allow_unsigned=True)
     assert h.handle(directive_doc(evidence), T0) == "malformed"
     assert h._c.directives_rejected["malformed"] == 1
     assert h.handle(directive_doc({"why": "test"}), T0) == "applied"
@@ -156,7 +181,7 @@ def test_evidence_that_is_not_flat_is_malformed_and_the_next_message_applies(
 def test_a_message_whose_handling_raises_is_counted_and_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    h = handler(key=None)
+    h = handler(key=None, allow_unsigned=True)
 
     def broken(self: DirectiveTable, d: object, now_ms: int) -> str:
         raise RuntimeError("a bug in applying")

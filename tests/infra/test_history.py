@@ -11,7 +11,7 @@ from flyball.settings import Settings
 from infra.errors import HistoryError
 from infra.history import TABLES, HistoryStore, ddl_statements, redact
 from schemas.columns import STATUS_ERROR, STATUS_OK, STATUS_TIMEOUT, EventColumns
-from schemas.directive import Action, Directive, Reason, Scope, sign
+from schemas.directive import Action, Directive, Reason, Scope
 from schemas.records import FeatureRecord, ScoreRecord
 from tests.infra._support import now_ms
 
@@ -108,16 +108,14 @@ def test_features_scores_and_directives(store: HistoryStore) -> None:
     )
     refresh = Directive("ep1", t0 + 1_000, t0 + 4_000, scope, d.action, d.reason)
     release = Directive("ep1", t0 + 2_000, t0 + 2_000, scope, Action("release"), d.reason)
-    throttle = sign(
-        Directive(
-            "ep2",
-            t0,
-            t0 + 5_000,
-            Scope(tenant="acme"),
-            Action("throttle", rate_per_s=20.0, burst=5.0, shares=(("gw-1", 0.75),)),
-            Reason("contention", 0.8),
-        ),
-        b"key",
+    throttle = Directive(
+        "ep2",
+        t0,
+        t0 + 5_000,
+        Scope(tenant="acme"),
+        Action("throttle", rate_per_s=20.0, burst=5.0, shares=(("gw-1", 0.75),)),
+        Reason("contention", 0.8),
+        sig="k1",  # signed by key k1 (schemas.directive.seal)
     )
     assert store.insert_directives([d, refresh, release, throttle]) == 4
     store.insert_directives([d])  # redelivered

@@ -19,6 +19,8 @@ from flyball.settings import Settings, load_settings
 from infra.broker import EmbeddedBroker
 from infra.stack import EmbeddedStack
 from infra.topics import list_topics
+from schemas.control import open_control
+from schemas.directive import Action, Directive, Reason, Scope, seal
 from schemas.frames import encode_frame
 from tests.infra._support import now_ms, produce, wait_until
 
@@ -91,6 +93,11 @@ def test_flyball_up_ready_sql_and_clean_sigterm(tmp_path: Path) -> None:
         bootstrap = fields["bootstrap"]
         assert fields["history"] == f"chdb://{data_dir.resolve() / 'history'}"
         assert fields["query"].startswith("http://127.0.0.1:")
+        # signed by default: a generated Ed25519 keyring; gateways get its public half
+        public = Path(fields["keys"])
+        assert public == data_dir.resolve() / "control-keys.public.json"
+        assert "private" not in public.read_text()
+        assert (data_dir / "control-keys.json").stat().st_mode & 0o077 == 0
 
         up = json.loads((data_dir / "up.json").read_text())
         assert (data_dir / "up.json").stat().st_mode & 0o777 == 0o600
@@ -136,6 +143,30 @@ def test_flyball_up_ready_sql_and_clean_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_stack_signs_by_default_with_one_keyring_across_restarts(
+    settings: Settings, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    s = settings.model_copy(update={
+        "kafka_bootstrap": broker.bootstrap, "signing_key": None, "control_keys": None,
+    })
+    d = Directive("x", now_ms(), now_ms() + 3_000, Scope(endpoint="ep"), Action("shed"),
+                  Reason("retry_storm", 1.0))
+    with EmbeddedStack(s, tmp_path / "st", worker=False, sink=False, query=False) as stack:
+        ring = stack.settings.keyring()
+        assert ring is not None and ring.signer is not None
+        assert ring.signer.alg == "ed25519"
+        assert f"keys={stack.public_keys_file}" in stack.ready_line()
+        _, wire = seal(d, ring)
+    gateway = load_settings(control_keys=tmp_path / "st" / "control-keys.public.json")
+    assert isinstance(open_control(wire, gateway.keyring(), allow_unsigned=False), Directive)
+    with EmbeddedStack(s, tmp_path / "st", worker=False, sink=False, query=False) as again:
+        assert again.settings.keyring().signer.kid == ring.signer.kid  # type: ignore[union-attr]
+    # opting out generates nothing: gateways then must allow unsigned directives too
+    opt_out = s.model_copy(update={"allow_unsigned": True})
+    with EmbeddedStack(opt_out, tmp_path / "u", worker=False, sink=False, query=False) as st:
+        assert st.settings.keyring() is None and "keys=" not in st.ready_line()
 
 
 def test_stack_uses_a_configured_kafka_and_starts_no_broker(

@@ -10,9 +10,10 @@ import pytest
 
 from schemas import jsoncodec
 from schemas.control import Heartbeat
-from schemas.directive import Action, Directive, Reason, Scope, sign
+from schemas.directive import Action, Directive, Reason, Scope, seal
 from schemas.frames import decode_message, encode_event, encode_frame
 from schemas.records import FeatureRecord, ScoreRecord
+from schemas.signing import Keyring, generate_key
 
 SCHEMA_DIR = Path(__file__).parents[2] / "schemas" / "json"
 
@@ -76,7 +77,9 @@ def test_directive_heartbeat_feature_score_schemas() -> None:
         Action("throttle", rate_per_s=5.0, burst=2.0, shares=(("g", 0.5),)),
         Reason("contention", 0.8, {"share": 0.7}),
     )
-    _validator("directive").validate(jsoncodec.loads(sign(d, b"k").encode()))
+    _validator("directive").validate(jsoncodec.loads(d.encode()))
+    _, wire = seal(d, Keyring((generate_key("k1"),), "k1"))
+    _validator("signed").validate(jsoncodec.loads(wire))
     _validator("heartbeat").validate(jsoncodec.loads(Heartbeat(5, "w").encode()))
     _validator("features").validate(FeatureRecord(5, 1000, "/a", "", {"attempts": 3.0}).to_json())
     _validator("score").validate(ScoreRecord(5, "retry_storm", "/a", "", 0.5, {}).to_json())

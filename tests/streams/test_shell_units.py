@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from streams.app import (
     build_app,
     fetch_wait_from_env,
 )
-from streams.outputs import directive_key, encode_directives
+from streams.outputs import Outputs, directive_key, encode_directives
 from streams.sink import HistorySink, SinkConfig
 
 
@@ -69,7 +70,9 @@ def test_control_key_is_scope_and_episode() -> None:
     shed = _directive("storm-b", Action("shed", fraction=0.5, retry_after_ms=1_000))
     release = _directive("storm-a", Action("release"))
     assert directive_key(defer) == "endpoint=POST /v1/chat|min_attempt=1|id=storm-a"
-    keys = [k for k, _ in encode_directives([defer, shed, release])]
+    out = Outputs()
+    out.add(SimpleNamespace(features=[], scores=[], directives=[defer, shed, release]), None)
+    keys = [k for k, _ in encode_directives(out)]
     assert keys[0] != keys[1]  # two episodes on one scope do not overwrite each other
     assert keys[0] == keys[2]  # an episode's release replaces its directive under compaction
 
@@ -135,3 +138,21 @@ def test_sink_flush_cancelled_puts_rows_back() -> None:
         return pending
 
     assert asyncio.run(run()) == 4
+
+
+def test_a_worker_without_control_keys_refuses_to_start(tmp_path: Path) -> None:
+    """Signed by default: a worker publishes only directives gateways can verify, unless
+    unsigned ones are explicitly allowed."""
+    from streams.governors import Timing
+    from streams.shell import StreamWorker
+
+    base = load_settings(data_dir=tmp_path, kafka_bootstrap="127.0.0.1:9")
+    with pytest.raises(ConfigError, match="no control keys"):
+        StreamWorker(base, "127.0.0.1:9", lambda: None, Timing(1_000, 5_000))  # type: ignore[arg-type,return-value]
+    public_only = tmp_path / "pub.json"
+    from schemas.signing import Keyring, generate_key, write_keyring
+
+    write_keyring(public_only, Keyring((generate_key("k1"),), "k1"), public_only=True)
+    with pytest.raises(ConfigError, match="no signing key"):
+        StreamWorker(base.model_copy(update={"control_keys": public_only}), "127.0.0.1:9",
+                     lambda: None, Timing(1_000, 5_000))  # type: ignore[arg-type,return-value]

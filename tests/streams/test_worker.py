@@ -22,8 +22,8 @@ from flyball.settings import Settings
 from infra.broker import EmbeddedBroker
 from schemas import jsoncodec
 from schemas.columns import EventColumns
-from schemas.control import Heartbeat, decode_control
-from schemas.directive import Directive, verify
+from schemas.control import Heartbeat, Refused, open_control
+from schemas.directive import Directive
 from schemas.frames import encode_frame
 from streams.synthetic import (
     Storm,
@@ -76,7 +76,7 @@ def bad_messages(ts_ms: int) -> list[tuple[bytes, bytes]]:
 def directives_on(settings: Settings) -> list[Directive]:
     out = []
     for _, value in read_topic(settings, settings.topic_control):
-        msg = decode_control(value)
+        msg = open_control(value, settings.keyring(), allow_unsigned=False)
         if isinstance(msg, Directive):
             out.append(msg)
     return out
@@ -140,15 +140,21 @@ def e2e(
 def test_directives_on_control_topic_and_all_four_history_tables(e2e: dict[str, Any]) -> None:
     settings: Settings = e2e["settings"]
     assert e2e["rc"] == 0, e2e["log"]
-    msgs = [decode_control(v) for _, v in e2e["control"]]
+    ring = settings.keyring()
+    msgs = [open_control(v, ring, allow_unsigned=False) for _, v in e2e["control"]]
+    # every directive the worker published is signed by its key (none refused by a gateway)
+    assert not [m for m in msgs if isinstance(m, Refused)]
     directives = [m for m in msgs if isinstance(m, Directive)]
     assert any(isinstance(m, Heartbeat) for m in msgs), "no heartbeat on the control topic"
     assert directives, "no directive on the control topic"
     # the synthetic traffic's fast-failing storms cost their endpoint nothing (no storm to
     # govern there, see detectors/scores/retry_storm.py); its tenant mix draws contention
     assert {d.reason.detector for d in directives} <= {r.name for r in RULES}
-    assert all(verify(d, settings.signing_key_bytes or b"") for d in directives)
-    keys = {k for k, v in e2e["control"] if isinstance(decode_control(v), Directive)}
+    assert all(d.sig == settings.signing_key_id for d in directives)
+    keys = {
+        k for k, v in e2e["control"]
+        if isinstance(open_control(v, ring, allow_unsigned=False), Directive)
+    }
     assert keys == {f"{d.scope.key()}|id={d.id}".encode() for d in directives}
     h = e2e["history"]
     n_valid = len(e2e["events"]) + 3  # + the 3 valid rows of the partially bad frame
