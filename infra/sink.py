@@ -257,8 +257,12 @@ class HistorySink:
         b = self._batch
         if not b.offsets:
             b.first_ms = time.monotonic() * 1000
-        value = msg.value() or b""
+        raw = msg.value()
         b.offsets[(topic, partition)] = offset + 1
+        if raw is None and topic == self.settings.topic_control:
+            self._count(messages=1)  # a tombstone: an ended episode, compacted away
+            return
+        value = raw or b""
         b.nbytes += len(value)
         errors: list[DecodeError] = handlers[topic](value)
         self._count(messages=1)

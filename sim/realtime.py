@@ -167,7 +167,7 @@ class ControlTap:
                     continue
                 now = wall_ms()
                 for m in msgs:
-                    if m.error() is not None:
+                    if m.error() is not None or m.value() is None:  # None: a tombstone
                         continue
                     # a tap records what was published: envelopes are opened, not verified
                     msg = open_control(m.value() or b"", None, allow_unsigned=True, verify=False)

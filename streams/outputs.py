@@ -60,9 +60,18 @@ def directive_key(d: Directive) -> str:
     return f"{d.scope.key()}|id={d.id}"
 
 
-def encode_directives(outputs: Outputs) -> list[tuple[bytes, bytes]]:
-    pairs = zip(outputs.directives, outputs.wire, strict=True)
-    return [(directive_key(d).encode(), v) for d, v in pairs]
+def encode_directives(outputs: Outputs) -> list[tuple[bytes, bytes | None]]:
+    """(key, value) per directive; a release is followed by a tombstone (value None) under the
+    same key, so a compacted control topic forgets the episode: a gateway that starts later
+    replays only the episodes in force (the release itself reaches the gateways that follow the
+    topic live, and its tombstone is dropped by compaction after ``delete.retention.ms``)."""
+    out: list[tuple[bytes, bytes | None]] = []
+    for d, v in zip(outputs.directives, outputs.wire, strict=True):
+        key = directive_key(d).encode()
+        out.append((key, v))
+        if d.action.type == "release":
+            out.append((key, None))
+    return out
 
 
 def encode_heartbeat(worker: str, now_ms: int) -> tuple[bytes, bytes]:

@@ -34,7 +34,7 @@ class OutputProducer:
         self._failed = 0
         self._last_error = ""
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_delivery)

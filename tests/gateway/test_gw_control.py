@@ -103,13 +103,22 @@ def test_without_keys_directives_are_refused_unless_unsigned_is_allowed() -> Non
 @pytest.mark.parametrize(
     "data",
     [b"not json", b"[1,2]", b'{"v":2,"kind":"directive"}', b'{"v":1,"kind":"directive"}',
-     b'{"v":1,"kind":"gossip"}', None],
+     b'{"v":1,"kind":"gossip"}', b""],
 )
 def test_malformed_messages_are_counted(data: bytes | None) -> None:
     h = handler()
     assert h.handle(data, T0) == "malformed"
     assert h._c.directives_rejected["malformed"] == 1
     assert h.table.empty
+
+
+def test_a_tombstone_is_an_ended_episode_not_an_error() -> None:
+    """Releases are followed by a tombstone (compaction forgets the episode): nothing to apply,
+    nothing rejected, and the episode in force is not touched by another key's tombstone."""
+    h = handler()
+    h.handle(sign(make_directive(shed(), id="x", issued_ms=T0)), T0)
+    assert h.handle(None, T0 + 1) == "tombstone"
+    assert "x" in h.table and sum(h._c.directives_rejected.values()) == 0
 
 
 def test_expired_on_arrival_is_ignored_and_counted() -> None:

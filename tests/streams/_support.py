@@ -101,7 +101,9 @@ def committed_total(settings: Settings) -> int:
         c.close()
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 20) -> list[tuple[bytes, bytes]]:
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 20
+) -> list[tuple[bytes, bytes | None]]:
     """Every message of ``topic`` from offset 0 to the end of each partition (no group join)."""
     c = Consumer(
         {
@@ -111,7 +113,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 20) -> list[tu
             "enable.auto.commit": False,
         }
     )
-    out: list[tuple[bytes, bytes]] = []
+    out: list[tuple[bytes, bytes | None]] = []
     try:
         n = len(c.list_topics(topic, timeout=10).topics[topic].partitions)
         c.assign([TopicPartition(topic, p, 0) for p in range(n)])
@@ -120,7 +122,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 20) -> list[tu
         while len(at_end) < n and time.monotonic() < deadline:
             for m in c.consume(500, timeout=0.5):
                 if m.error() is None:
-                    out.append((m.key() or b"", m.value() or b""))
+                    out.append((m.key() or b"", m.value()))  # None: a tombstone
                 else:
                     at_end.add(m.partition() or 0)
     finally:

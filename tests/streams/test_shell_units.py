@@ -72,9 +72,13 @@ def test_control_key_is_scope_and_episode() -> None:
     assert directive_key(defer) == "endpoint=POST /v1/chat|min_attempt=1|id=storm-a"
     out = Outputs()
     out.add(SimpleNamespace(features=[], scores=[], directives=[defer, shed, release]), None)
-    keys = [k for k, _ in encode_directives(out)]
+    pairs = encode_directives(out)
+    keys = [k for k, _ in pairs]
     assert keys[0] != keys[1]  # two episodes on one scope do not overwrite each other
     assert keys[0] == keys[2]  # an episode's release replaces its directive under compaction
+    # and a tombstone after the release: compaction then forgets the episode altogether
+    assert pairs[3] == (keys[2], None) and len(pairs) == 4
+    assert all(v is not None for _, v in pairs[:3])
 
 
 def _events(n: int) -> EventColumns:
