@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         6_000, ge=1_000, description="consumer-group session timeout; short joins fast on Tansu"
     )
+    kafka_idempotence: bool = Field(
+        True,
+        description="worker outputs (directives, features, scores, dead letters): acks=all with "
+        "an idempotent producer (no loss, no duplicates on retry); off only for a broker "
+        "without idempotent producers",
+    )
 
     # --- topics ---
     topic_events: str = Field("flyball.events", description="request-event frames (gateways →)")
@@ -183,6 +189,13 @@ class Settings(BaseSettings):
             return hmac_keyring(secret, self.signing_key_id) if secret else None
         except KeyringError as e:
             raise ConfigError(f"control keys: {e}") from None
+
+    def kafka_output_config(self, bootstrap: str | None = None) -> dict[str, str]:
+        """``kafka_client_config`` plus the delivery guarantees of Flyball's own outputs."""
+        conf = self.kafka_client_config(bootstrap)
+        conf["acks"] = "all"
+        conf["enable.idempotence"] = "true" if self.kafka_idempotence else "false"
+        return conf
 
     def kafka_client_config(self, bootstrap: str | None = None) -> dict[str, str]:
         """confluent-kafka (librdkafka) options: bootstrap plus TLS/SASL pass-through."""

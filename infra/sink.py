@@ -38,6 +38,7 @@ from schemas.columns import EventColumns
 from schemas.control import Heartbeat, Refused, open_control
 from schemas.directive import Directive
 from schemas.errors import DecodeError
+from schemas.eventtime import bound_by_send_time
 from schemas.frames import decode_message
 from schemas.records import FeatureRecord, ScoreRecord
 
@@ -78,6 +79,7 @@ class SinkStats:
     bad_messages: int = 0  # messages with at least one error
     rejected_rows: int = 0  # rows of frames rejected by the codec
     refused_rows: int = 0  # decoded rows the store refused, dead-lettered (the rest landed)
+    bounded_rows: int = 0  # completions after their message was sent: moved back to it
     flushes: int = 0
     commits: int = 0
     insert_failures: int = 0
@@ -133,6 +135,7 @@ class HistorySink:
     ) -> None:
         self.settings = settings
         self._keyring = settings.keyring()
+        self._sent_ms: int | None = None  # Kafka timestamp of the message being handled
         self.store = store
         self.config = config or SinkConfig()
         self.topics = {
@@ -170,7 +173,7 @@ class HistorySink:
             return self
         self._consumer = Consumer(self._conf)
         self._deadletters = Producer(
-            {**self.settings.kafka_client_config(self._bootstrap), "log_level": 3}
+            {**self.settings.kafka_output_config(self._bootstrap), "log_level": 3}
         )
         self._consumer.subscribe(
             list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
@@ -263,6 +266,7 @@ class HistorySink:
             self._count(messages=1)  # a tombstone: an ended episode, compacted away
             return
         value = raw or b""
+        self._sent_ms = msg.timestamp()[1]
         b.nbytes += len(value)
         errors: list[DecodeError] = handlers[topic](value)
         self._count(messages=1)
@@ -277,8 +281,12 @@ class HistorySink:
     def _on_event(self, value: bytes) -> list[DecodeError]:
         result = decode_message(value)
         if len(result.events):
-            self._batch.events.append(result.events)
-            self._batch.rows += len(result.events)
+            # the bound the worker applies (schemas.eventtime): history sees what it saw
+            events, moved = bound_by_send_time(result.events, self._sent_ms)
+            self._batch.events.append(events)
+            self._batch.rows += len(events)
+            if moved:
+                self._count(bounded_rows=moved)
         if result.errors:
             self._count(rejected_rows=result.rejected)
         return result.errors

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from schemas.columns import EventColumns
 from schemas.deadletter import deadletter_record, source_of
+from schemas.eventtime import bound_by_send_time
 from schemas.frames import decode_message
 
 
@@ -23,22 +24,25 @@ class DecodedBatch:
     bad_messages: int = 0
     rejected_rows: int = 0
     rows: int = 0
+    bounded_rows: int = 0  # completions after their message was sent (schemas.eventtime)
 
 
 def decode_batch(
     topic: str,
-    messages: Iterable[tuple[int, int, bytes | None]],
+    messages: Iterable[tuple[int, int, bytes | None, int | None]],
     now_ms: int,
 ) -> DecodedBatch:
-    """Decode ``(partition, offset, value)`` messages of ``topic``."""
+    """Decode ``(partition, offset, value, kafka timestamp ms)`` messages of ``topic``."""
     parts: dict[int, list[EventColumns]] = {}
     out = DecodedBatch()
-    for partition, offset, value in messages:
+    for partition, offset, value, sent_ms in messages:
         result = decode_message(value if value is not None else b"")
         n = len(result.events)
         if n:
-            parts.setdefault(partition, []).append(result.events)
+            events, moved = bound_by_send_time(result.events, sent_ms)
+            parts.setdefault(partition, []).append(events)
             out.rows += n
+            out.bounded_rows += moved
         if result.errors:
             source = source_of(topic, partition, offset)
             out.bad_messages += 1

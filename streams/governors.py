@@ -93,6 +93,20 @@ class WorkerGovernor:
     def built_for(self, partitions: Iterable[int]) -> bool:
         return set(partitions) == set(self.partitions)
 
+    def reset_partitions(self, first_offsets: dict[int, int], high_water: HighWater) -> list[int]:
+        """Partitions whose log was reset under us: a message below the next offset (else a
+        redelivery) while the log now ends below it too (a broker that restarted with an empty
+        log numbers new messages from 0 again; without this they would all be skipped)."""
+        out = []
+        for p, first in sorted(first_offsets.items()):
+            state = self.partitions.get(p)
+            if state is None or first >= state.next_offset:
+                continue
+            hw = high_water(p)
+            if hw is not None and hw < state.next_offset:
+                out.append(p)
+        return out
+
     def is_new(self, partition: int, offset: int) -> bool:
         """False for a message already ingested (an offset below the partition's next one)."""
         state = self.partitions.get(partition)

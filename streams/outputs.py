@@ -30,11 +30,13 @@ class Outputs:
     scores: list[ScoreRecord] = field(default_factory=list)
     directives: list[Directive] = field(default_factory=list)
     wire: list[bytes] = field(default_factory=list)  # each directive's message value
+    late_events: int = 0  # events the governor could not use (their window had closed)
 
     def add(self, governor_output: Any, keyring: Keyring | None) -> None:
         """Append a ``GovernorOutput``; directives are sealed here when a keyring signs."""
         self.features.extend(governor_output.features)
         self.scores.extend(governor_output.scores)
+        self.late_events += int(getattr(governor_output, "late_events", 0) or 0)
         for d in governor_output.directives:
             if keyring is not None:
                 d, value = seal(d, keyring)

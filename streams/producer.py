@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 class OutputProducer:
     def __init__(self, kafka_conf: dict[str, str], linger_ms: int = 5) -> None:
         conf: dict[str, Any] = {
+            "acks": "all",  # Settings.kafka_output_config: acks=all, idempotent unless disabled
+            "enable.idempotence": "true",
             **kafka_conf,
             "linger.ms": linger_ms,
-            "enable.idempotence": False,  # Tansu-compatible; outputs are idempotent by id
             "log_level": 3,
         }
         self._producer = Producer(conf)

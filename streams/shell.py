@@ -56,6 +56,7 @@ from streams.warmup import live_starts, replay_partitions
 
 log = logging.getLogger(__name__)
 _DEADLETTER_LOG = LogBudget(per_s=20)  # a flood of bad input must not flood the log
+_EVENT_TIME_LOG = LogBudget(per_s=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,9 @@ class WorkerStats:
     bad_messages: int = 0
     rejected_rows: int = 0
     refused_rows: int = 0  # decoded rows the history store refused (dead-lettered)
+    bounded_rows: int = 0  # rows whose completion was after their message was sent (bounded)
+    late_events: int = 0  # events the governor could not use: their window had closed
+    log_resets: int = 0  # events logs found reset under the worker (governor rebuilt)
     features: int = 0
     scores: int = 0
     directives: int = 0
@@ -146,7 +150,8 @@ class StreamWorker:
         self._idle_due = False  # the timer found the agent busy: the agent advances idle ones
         self._idle_task: asyncio.Task[None] | None = None  # the timer's idle advance
         self._directives_sent_ms = 0  # wall ms the last directives were handed to the producer
-        self.producer = OutputProducer(self.kafka_conf)  # all outputs (see streams/producer.py)
+        # all outputs (see streams/producer.py), acks=all and idempotent
+        self.producer = OutputProducer(settings.kafka_output_config(bootstrap))
         self.app = build_app(settings, bootstrap, self.config.app)
         self.events_topic = self.app.topic(settings.topic_events)
         self.app.agent(self.events_topic, name="flyball.govern", concurrency=1)(self._govern)
@@ -189,14 +194,22 @@ class StreamWorker:
             m = ev.message
             first[m.partition] = min(m.offset, first.get(m.partition, m.offset))
         gov = self.governor
-        if gov is None or not gov.built_for(self._assigned | set(first)):
+        reset = gov.reset_partitions(first, self._high_water) if gov is not None else []
+        if reset:
+            log.warning(
+                "events partitions %s start again below the offsets already ingested and the "
+                "log now ends there (the broker lost its log): rebuilding the governor", reset,
+            )
+            st.log_resets += 1
+        if gov is None or reset or not gov.built_for(self._assigned | set(first)):
             gov = await self._warm_up(first)
         items = []
         next_offsets: dict[int, int] = {}  # partition -> its last new offset + 1
         for ev in events:
             m = ev.message
             if gov.is_new(m.partition, m.offset):  # else already ingested (redelivered)
-                items.append((m.partition, m.offset, ev.value))
+                sent_ms = round(m.timestamp * 1000) if m.timestamp else None
+                items.append((m.partition, m.offset, ev.value, sent_ms))
                 next_offsets[m.partition] = max(m.offset + 1, next_offsets.get(m.partition, 0))
         # CPU work (decode, governor) runs off the event loop, so heartbeats, Kafka group
         # heartbeats and fetches stay on time while a large batch is computed.
@@ -217,6 +230,14 @@ class StreamWorker:
         st.events += batch.rows
         st.bad_messages += batch.bad_messages
         st.rejected_rows += batch.rejected_rows
+        st.bounded_rows += batch.bounded_rows
+        st.late_events += outputs.late_events
+        if (batch.bounded_rows or outputs.late_events) and _EVENT_TIME_LOG.take():
+            log.warning(
+                "event time: %d events completed after their message was sent (bounded to it), "
+                "%d late (their window had closed; kept in history, not governed); totals %d, %d",
+                batch.bounded_rows, outputs.late_events, st.bounded_rows, st.late_events,
+            )
 
     def _govern_batch(
         self, gov: WorkerGovernor, batch: DecodedBatch, next_offsets: dict[int, int]

@@ -34,6 +34,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from schemas.columns import EventColumns
+from schemas.eventtime import bound_by_send_time
 from schemas.frames import decode_message
 from streams.errors import WarmupError
 
@@ -144,7 +145,10 @@ def replay_partitions(
                     continue
                 if at + 1 >= wanted[p]:
                     open_parts.discard(p)
-                events = decode_message(msg.value() or b"").events
+                # the live path's bound (schemas.eventtime): a warm restart re-derives the same
+                events, _ = bound_by_send_time(
+                    decode_message(msg.value() or b"").events, msg.timestamp()[1]
+                )
                 if len(events):
                     chunks[p].append(events)
                     rows[p] += len(events)

@@ -132,3 +132,16 @@ def test_with_topic_prefix_renames_every_topic_and_applies_overrides() -> None:
             s.topic_deadletter) == ("run7.events", "run7.features", "run7.scores",
                                     "run7.control", "run7.deadletter")
     assert s.log_level == "WARNING"
+
+
+def test_flyball_outputs_are_acknowledged_by_all_replicas_and_idempotent() -> None:
+    """Hardening #8: directives, features, scores and dead letters are not lost to a leader
+    change and not duplicated by a producer retry."""
+    from flyball.settings import load_settings as load
+
+    s = load(kafka_bootstrap="127.0.0.1:9")
+    conf = s.kafka_output_config()
+    assert conf["acks"] == "all" and conf["enable.idempotence"] == "true"
+    assert "acks" not in s.kafka_client_config()  # consumers and gateways: unchanged
+    off = load(kafka_bootstrap="127.0.0.1:9", kafka_idempotence=False).kafka_output_config()
+    assert off["enable.idempotence"] == "false" and off["acks"] == "all"

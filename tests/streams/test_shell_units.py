@@ -160,3 +160,20 @@ def test_a_worker_without_control_keys_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no signing key"):
         StreamWorker(base.model_copy(update={"control_keys": public_only}), "127.0.0.1:9",
                      lambda: None, Timing(1_000, 5_000))  # type: ignore[arg-type,return-value]
+
+
+def test_a_log_reset_under_the_worker_is_told_from_a_redelivery() -> None:
+    """Hardening #8: a broker that restarted with an empty log numbers messages from 0 again;
+    the worker would skip them all as already ingested. A redelivery (offset below the next one,
+    log still longer) is not a reset."""
+    from streams.governors import WorkerGovernor
+
+    class Core:
+        def expect(self, source: int) -> None: ...
+
+    gov = WorkerGovernor(Core(), {0: 500, 1: 800}, 0.0)  # type: ignore[arg-type]
+    high = {0: 3, 1: 900}
+    assert gov.reset_partitions({0: 0, 1: 790}, high.get) == [0]  # 1: a redelivery
+    assert gov.reset_partitions({0: 500, 1: 800}, high.get) == []  # live, in order
+    assert gov.reset_partitions({0: 0}, lambda p: None) == []  # high watermark unknown: no guess
+    assert gov.reset_partitions({7: 0}, high.get) == []  # a partition it was not built for
