@@ -36,6 +36,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from flyball.logbudget import LogBudget
 from gateway.enforce import DirectiveTable
 from gateway.stats import Counters
 from schemas.control import Heartbeat, Refused, open_control
@@ -43,6 +44,7 @@ from schemas.directive import Directive
 from schemas.signing import Keyring
 
 log = logging.getLogger("flyball.gateway")
+_REJECT_LOG = LogBudget(per_s=5)  # rejected control messages: counted always, logged this often
 
 
 class ControlHandler:
@@ -91,11 +93,12 @@ class ControlHandler:
             return "tombstone"  # an ended episode's key, compacted away: nothing to apply
         msg = open_control(data, self._ring, allow_unsigned=self._allow_unsigned)
         if isinstance(msg, Refused):
-            if msg.error is not None:
-                log.warning("control message rejected: %s", msg.error.describe())
-            elif msg.reason != "unsigned" or self._c.directives_rejected["unsigned"] == 0:
-                log.warning("directive rejected: %s (set control_keys to the workers' keyring)",
-                            msg.reason)
+            if _REJECT_LOG.take():  # whoever can write the topic must not flood the host's log
+                if msg.error is not None:
+                    log.warning("control message rejected: %s", msg.error.describe())
+                else:
+                    log.warning("directive rejected: %s (control_keys must hold the key the "
+                                "workers sign with)", msg.reason)
             return self._reject(msg.reason)
         if isinstance(msg, Heartbeat):
             self._c.heartbeats += 1
@@ -120,7 +123,7 @@ class ControlHandler:
 
     def _reject(self, reason: str, d: Directive | None = None) -> str:
         self._c.directives_rejected[reason] += 1
-        if d is not None:
+        if d is not None and _REJECT_LOG.take():
             log.warning("directive %s rejected: %s", d.id, reason)
         return reason
 
