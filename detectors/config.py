@@ -7,6 +7,7 @@ from typing import Literal
 
 from detectors.capacity import CapacityConfig
 from detectors.errors import ConfigError
+from detectors.keybudget import KeyLimits
 from detectors.policy import PolicyConfig
 from detectors.scores import (
     RULES,
@@ -83,6 +84,9 @@ class GovernorConfig:
     - ``organic_guard``: organic score at/above which storm/contention/fan-out may not enter.
     - ``disabled``: rules (``detectors.scores.RULES`` names) that score and record but do not
       act, e.g. ``["fanout"]`` while a new planner is rolled out.
+    - ``keys``: the most endpoints, tenants and endpoint x tenant pairs tracked at once; new
+      names beyond them fold into ``~other`` (``detectors.keybudget``): memory stays bounded
+      whatever names clients send.
     """
 
     bucket_ms: int = 100
@@ -93,6 +97,7 @@ class GovernorConfig:
     latency_fast_ms: int = 300
     organic_guard: float = 0.5
     disabled: tuple[str, ...] = ()
+    keys: KeyLimits = field(default_factory=KeyLimits)
     retry_storm: RetryStormConfig = field(default_factory=RetryStormConfig)
     overload: OverloadConfig = field(default_factory=OverloadConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)

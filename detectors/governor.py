@@ -36,6 +36,7 @@ from detectors.aggregate import aggregate_both, event_time_ms
 from detectors.capacity import CapacityTracker
 from detectors.config import GovernorConfig
 from detectors.evaluate import LEVELS, KeyIndex, detector_inputs, fast_sums, feature_records
+from detectors.keybudget import fold_new_keys
 from detectors.layout import HLL_M, KIND_ENDPOINT, N_MAX, N_SUM
 from detectors.policy import Planned, Policy
 from detectors.scores import RULES, Detector, Rule, Scored
@@ -50,6 +51,7 @@ __all__ = ["Governor", "GovernorConfig", "GovernorOutput", "IngestStats"]
 class IngestStats:
     accepted: int
     late: int
+    folded: int = 0  # accepted events whose endpoint or tenant was folded into ``~other``
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Governor:
         self._idle_sources: set[int] = set()
         self._watermark_ms: int | None = None
         self._late = 0
+        self.folded_events = 0  # events folded into ``~other`` keys (the key budget was full)
 
     # --- input ---
     def expect(self, source: int) -> None:
@@ -130,14 +133,18 @@ class Governor:
         if n_late:
             keep = ~late
             events, t, bucket = events.take(keep), t[keep], bucket[keep]
+        folded = 0
         if len(events):
+            f = fold_new_keys(events, self._store.keys, c.keys)
+            events, folded = f.events, f.rows
+            self.folded_events += folded
             main, gateways = aggregate_both(events, bucket)
             self._store.add(main)
             self._gw.add(gateways)
             top = int(t.max())
             self._source_max_ms[source] = top if src_max is None else max(top, src_max)
         self._late += n_late
-        return IngestStats(n - n_late, n_late)
+        return IngestStats(n - n_late, n_late, folded)
 
     @property
     def watermark_ms(self) -> int | None:

@@ -1,4 +1,4 @@
-"""``flyball bench {pipeline,loop,gateway,core}``: benchmarks printing JSON (ratios in one run)."""
+"""``flyball bench {pipeline,loop,gateway,core,keys}``: benchmarks that print JSON."""
 
 from __future__ import annotations
 
@@ -35,4 +35,14 @@ def run_bench(which: str, settings: Settings, as_json: bool) -> int:
             print("flyball bench core (the functional core alone; one run, one machine)")
         print(json.dumps(core, indent=None if as_json else 2))
         return 0
-    raise ConfigError(f"unknown benchmark {which!r} (pipeline, loop, gateway or core)")
+    if which == "keys":
+        import json
+
+        from detectors.bench_keys import run_keys_bench
+
+        keys = run_keys_bench()
+        if not as_json:
+            print("flyball bench keys (memory per tracked key and under a 20,000-name flood)")
+        print(json.dumps(keys, indent=None if as_json else 2))
+        return 0
+    raise ConfigError(f"unknown benchmark {which!r} (pipeline, loop, gateway, core or keys)")

@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks with JSON output (ratios within one run)",
         description="pipeline: worker end to end vs a raw consumer and a naive Faust agent; "
         "loop: retry-storm onset to directive at a gateway; gateway: SDK per-call costs; "
-        "core: the detectors alone, and one governor per worker vs one per partition",
+        "core: the detectors alone, and one governor per worker vs one per partition; "
+        "keys: memory per tracked key, and the bound a flood of random names meets",
     )
-    p.add_argument("which", choices=("pipeline", "loop", "gateway", "core"))
+    p.add_argument("which", choices=("pipeline", "loop", "gateway", "core", "keys"))
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(handler=_cmd_bench)
     return parser

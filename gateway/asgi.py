@@ -40,6 +40,7 @@ from gateway.headers import (
     info_from_headers,
     retry_after_seconds,
 )
+from gateway.trust import HeaderTrust, RetryMemory, believed
 from schemas.columns import APPLIED_CODES, STATUS_ERROR, STATUS_REJECTED
 
 Scope = MutableMapping[str, Any]
@@ -73,12 +74,22 @@ def default_endpoint(scope: Scope) -> str:
 
 def default_classify(
     endpoint_of: Callable[[Scope], str] = default_endpoint,
+    trust: HeaderTrust | None = None,
+    clock_ms: Callable[[], int] = wall_ms,
 ) -> Callable[[Scope], RequestInfo]:
-    """A classifier reading the ``x-flyball-*`` headers; ``endpoint_of`` names the endpoint."""
+    """A classifier reading the ``x-flyball-*`` headers; ``endpoint_of`` names the endpoint.
+    Priority and attempt are believed from ``trust``'s networks only (``gateway.trust``;
+    default: loopback); from other clients a priority is at best ``untrusted_min_priority`` and a
+    repeated request id counts as a retry."""
+    trust = trust if trust is not None else HeaderTrust()
+    memory = RetryMemory()
 
     def classify(scope: Scope) -> RequestInfo:
         headers = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-        return info_from_headers(endpoint_of(scope), headers)
+        info = info_from_headers(endpoint_of(scope), headers)
+        client = scope.get("client")
+        host = client[0] if client else None
+        return believed(info, trust.trusts(host), trust, memory, clock_ms())
 
     return classify
 
