@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def child_env(bootstrap: str, prefix: str, data_dir: Path, extra: dict[str, str]
             "FLYBALL_KAFKA_BOOTSTRAP": bootstrap,
             "FLYBALL_DATA_DIR": str(data_dir),
             "FLYBALL_LOG_LEVEL": "WARNING",
+            # the worker signs what it publishes, as in production: a key of its own
+            "FLYBALL_SIGNING_KEY": secrets.token_hex(16),
             "PYTHONPATH": root + os.pathsep + env.get("PYTHONPATH", ""),
             **extra,
         }

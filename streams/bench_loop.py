@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 from flyball.clock import wall_ms
 from flyball.settings import Settings
@@ -216,9 +217,10 @@ def breakdown(trace_path: Path, onsets: list[tuple[int, int]]) -> dict[str, Any]
 def loop_bench(settings: Settings, calm_s: float = 4.0) -> dict[str, Any]:
     prefix = f"loop-{uuid.uuid4().hex[:8]}"
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="flyball-loop-") as tmp:
+        key = secrets.token_hex(16)  # the worker signs, the gateway verifies: a key of their own
         s = settings.with_topic_prefix(
-            prefix, kafka_bootstrap=broker.bootstrap,
-            signing_key=secrets.token_hex(16), control_keys=None,  # a key of its own
+            prefix, kafka_bootstrap=broker.bootstrap, signing_key=SecretStr(key),
+            control_keys=None,
         )
         ensure_topics(s, broker.bootstrap)
         trace = Path(tmp) / "trace.jsonl"
@@ -226,7 +228,8 @@ def loop_bench(settings: Settings, calm_s: float = 4.0) -> dict[str, Any]:
             broker.bootstrap,
             prefix,
             Path(tmp),
-            {"FLYBALL_WORKER_SINK": "0", "FLYBALL_WORKER_TRACE": str(trace)},
+            {"FLYBALL_WORKER_SINK": "0", "FLYBALL_WORKER_TRACE": str(trace),
+             "FLYBALL_SIGNING_KEY": key},
         )
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.worker"],
