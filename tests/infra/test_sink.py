@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -193,6 +195,44 @@ def test_failing_inserts_pause_then_resume_without_losing_rows(
     wait_until(lambda: sum(max(o, 0) for o in committed(settings, topics, group).values()) == 21,
                10, "offsets of all 21 messages committed")  # fmt: skip
     assert sink.stats().last_error == "injected: ClickHouse is unreachable"
+
+
+# the fault suite's history outage: 5 s in CI; FLYBALL_FAULT_OUTAGE_S=60 for the full one
+OUTAGE_S = float(os.environ.get("FLYBALL_FAULT_OUTAGE_S", "5"))
+
+
+def test_a_history_outage_loses_no_event_counted_by_event_id(
+    settings: Settings,
+    store: HistoryStore,
+    topics: str,
+    group: str,
+    sink_factory: list[HistorySink],
+) -> None:
+    """Events keep arriving for the whole outage; after it every one is in history once
+    (``uniqExact(event_id)``), and the sink resumes by itself."""
+    t0 = now_ms()
+    flaky = FlakyStore(store)
+    cfg = SinkConfig(group_id=group, flush_interval_ms=100, backoff_min_ms=50,
+                     backoff_max_ms=1_000)
+    sink = HistorySink(settings, topics, flaky, cfg)
+    sink_factory.append(sink.start())
+    sent, start = 0, time.monotonic()
+    while time.monotonic() - start < OUTAGE_S:  # 20 frames of 25 events per second
+        produce(topics, settings.topic_events,
+                [(f"ep{sent % 4}", frame(t0, sent * 25, 25, f"ep{sent % 4}"))])
+        sent += 1
+        time.sleep(0.05)
+    assert store.counts()["events"] == 0 and sink.stats().paused
+    healed = time.monotonic()
+    flaky.failing.clear()
+    wait_until(lambda: store.counts()["events"] == sent * 25, 30, "every event after the outage")
+    recovery_s = time.monotonic() - healed
+    print(f"history outage {OUTAGE_S:.0f} s: {sent * 25} events, all in history "
+          f"{recovery_s:.2f} s after")
+    db = settings.clickhouse_database
+    assert store.query(f"SELECT uniqExact(event_id) FROM {db}.events")[1] == [(sent * 25,)]
+    wait_until(lambda: not sink.stats().paused, 10, "resumed")
+    assert recovery_s < 5  # the backoff is capped at 1 s here
 
 
 def test_stop_flushes_what_was_consumed(
