@@ -16,6 +16,7 @@ from detectors.features import (
     retry_coherence,
     tenant_context,
 )
+from detectors.keybudget import OTHER
 from detectors.layout import (
     ATTEMPTS,
     DEPTH_MAX,
@@ -41,6 +42,7 @@ class KeyIndex:
     endpoint_row: I64  # pair -> its endpoint row; other rows -> own row
     pairs_of_tenant: dict[str, list[int]]
     is_kind: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> row mask
+    folded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # ``~other`` keys
 
     def mask(self, kind: str) -> np.ndarray:
         """``self.kind == kind`` (cached per key set)."""
@@ -62,7 +64,8 @@ class KeyIndex:
             if k[0] == KIND_PAIR:
                 endpoint_row[i] = index[(KIND_ENDPOINT, k[1], "")]
                 pairs.setdefault(k[2], []).append(i)
-        return KeyIndex(version, kind, endpoint_row, pairs, {})
+        folded = np.array([OTHER in (k[1], k[2]) for k in keys], dtype=bool)
+        return KeyIndex(version, kind, endpoint_row, pairs, {}, folded)
 
 
 def fast_sums(store: WindowStore, fast_buckets: int) -> I64:

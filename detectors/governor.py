@@ -251,6 +251,9 @@ class Governor:
             s = scored[rule.name]
             of_kind = idx.mask(rule.kind)
             allowed = of_kind & calm if rule.guarded else of_kind
+            # the long tail's ``~other`` keys are scored and recorded, never governed: no
+            # request carries that name, so a directive there would constrain nobody
+            allowed = allowed & ~idx.folded
             for name in rule.requires:  # on the key's endpoint (pairs: their endpoint's row)
                 required = scored[name].score[idx.endpoint_row]
                 allowed = allowed & (required >= self.config.policy.enter)

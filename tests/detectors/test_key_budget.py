@@ -56,3 +56,12 @@ def test_a_flood_of_random_names_keeps_memory_bounded_and_the_real_keys() -> Non
     assert (KIND_ENDPOINT, "POST /v1/chat", "") in keys  # the endpoint governed before stays
     assert (KIND_ENDPOINT, OTHER, "") in keys
     assert stats.folded > n * 0.9 and stats.accepted == n  # folded, not dropped
+
+
+def test_the_index_marks_other_keys_which_no_rule_may_enter_on() -> None:
+    from detectors.evaluate import KeyIndex
+
+    keys = [(KIND_ENDPOINT, "a", ""), (KIND_ENDPOINT, OTHER, ""), (KIND_PAIR, "a", OTHER),
+            (KIND_TENANT, "", OTHER)]
+    idx = KeyIndex.build(keys, 1)
+    assert idx.folded.tolist() == [False, True, True, True]
