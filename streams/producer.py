@@ -31,9 +31,21 @@ class OutputProducer:
             "linger.ms": linger_ms,
             "log_level": 3,
         }
+        self._conf = conf
         self._producer = Producer(conf)
         self._failed = 0
         self._last_error = ""
+
+    def renew(self) -> int:
+        """Drop what is queued and start a new producer: after the broker lost its log it also
+        lost the idempotent producer's state, so the old producer cannot deliver again. Returns
+        how many queued outputs were dropped (outputs of the lost log's events)."""
+        pending = len(self._producer)
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer.flush(0)
+        self._producer = Producer(self._conf)
+        self._failed = 0
+        return pending
 
     def send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         while True:

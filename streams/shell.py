@@ -201,6 +201,9 @@ class StreamWorker:
                 "log now ends there (the broker lost its log): rebuilding the governor", reset,
             )
             st.log_resets += 1
+            dropped = self.producer.renew()
+            if dropped:
+                log.warning("dropped %d queued outputs of the lost log", dropped)
         if gov is None or reset or not gov.built_for(self._assigned | set(first)):
             gov = await self._warm_up(first)
         items = []
