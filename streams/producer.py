@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.errors import StreamsError
 
 log = logging.getLogger(__name__)
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 
 
 class OutputProducer:
@@ -57,6 +58,8 @@ class OutputProducer:
         self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and err.code() in _PURGED:
+            return  # dropped on purpose by ``renew`` (counted there)
         if err is not None:
             self._failed += 1
             self._last_error = f"{msg.topic()}: {err.str()}"
