@@ -12,16 +12,10 @@ if TYPE_CHECKING:
 JSONDecodeError = orjson.JSONDecodeError
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
-_CANON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS
 
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=_OPTS)
-
-
-def dumps_canonical(obj: Any) -> bytes:
-    """Deterministic bytes (sorted keys): what signatures and ids are computed over."""
-    return orjson.dumps(obj, option=_CANON)
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

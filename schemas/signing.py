@@ -22,7 +22,8 @@ now and names the one that signs::
 
 Rotation: add the new key to every gateway's keyring, switch ``sign`` on the workers, and remove
 the old key once its directives have expired (at most ``schemas.bounds.TTL_MS``). The public view
-(``public_keyring``) drops secrets of Ed25519 keys; HMAC keys have no public half.
+(``Keyring.to_json(public_only=True)``) drops the private halves of Ed25519 keys; HMAC keys have
+no public half, so their secret stays in it (and the file stays mode 0600).
 """
 
 from __future__ import annotations
@@ -162,9 +163,6 @@ class Keyring:
             if signer is None or not signer.can_sign:
                 raise KeyringError(f"sign: {sign_kid!r} is not a key of this keyring that can sign")
             self.signer = signer
-
-    def __bool__(self) -> bool:
-        return bool(self.keys)
 
     def seal(self, payload: bytes) -> bytes:
         """The envelope of ``payload`` signed by the signing key."""

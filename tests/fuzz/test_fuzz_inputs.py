@@ -40,6 +40,7 @@ from schemas.control import Heartbeat, Refused, decode_control, open_control
 from schemas.directive import Action, Directive, Reason, Scope, seal
 from schemas.errors import DecodeError
 from schemas.frames import decode_message, encode_frame
+from schemas.records import FeatureRecord, ScoreRecord
 from schemas.signing import Keyring, Sealed, generate_key
 
 FUZZ = settings(
@@ -125,8 +126,8 @@ def every_reader(data: bytes) -> None:
     got = open_control(data, RING, allow_unsigned=False)
     assert isinstance(got, Directive | Heartbeat | Refused)
     assert isinstance(handler().handle(data, T0), str)
-    assert isinstance(decode_feature(data), object)
-    assert isinstance(decode_score(data), object)
+    assert isinstance(decode_feature(data), FeatureRecord | DecodeError)
+    assert isinstance(decode_score(data), ScoreRecord | DecodeError)
 
 
 @FUZZ

@@ -57,12 +57,13 @@ def build_vectors() -> dict[str, Any]:
     ed, mac = _keys()
     gateway_ring = Keyring((ed, mac))
     vectors: list[dict[str, Any]] = []
-    for i, d in enumerate(_real_directives()):
+    real = _real_directives()
+    for i, d in enumerate(real):
         signer = ed if i % 2 == 0 else mac
         _, wire = seal(d, Keyring((signer,), signer.kid))
         vectors.append({"name": f"{d.reason.detector} {d.action.type} ({signer.alg})",
                         "id": d.id, "wire": wire.decode(), "expect": "ok"})
-    d = _real_directives()[0]
+    d = real[0]
     _, wire = seal(d, Keyring((ed,), ed.kid))
     env = jsoncodec.loads(wire)
     body = jsoncodec.loads(env["payload"])
