@@ -206,13 +206,24 @@ def aggregate(events: EventColumns, bucket: I64) -> Partial:
     return _aggregate(events, bucket, ue, ie, ut, it)
 
 
-def aggregate_both(events: EventColumns, bucket: I64) -> tuple[Partial, Partial]:
-    """``(aggregate(events, bucket), aggregate_gateways(events, bucket))``, factorizing the shared
-    string columns once."""
-    if len(events) == 0:
-        return Partial(N_SUM, N_MAX, HLL_M), Partial(1, 0, 0)
+# (sorted endpoints, each event's endpoint index, sorted tenants, each event's tenant index)
+Factorized = tuple[list[str], I64, list[str], I64]
+
+
+def factorize_keys(events: EventColumns) -> Factorized:
     ue, ie = factorize(events.endpoint)
     ut, it = factorize(events.tenant)
+    return ue, ie, ut, it
+
+
+def aggregate_both(
+    events: EventColumns, bucket: I64, factorized: Factorized | None = None
+) -> tuple[Partial, Partial]:
+    """``(aggregate(events, bucket), aggregate_gateways(events, bucket))``, factorizing the shared
+    string columns once (or not at all: ``factorized``, from ``factorize_keys`` of ``events``)."""
+    if len(events) == 0:
+        return Partial(N_SUM, N_MAX, HLL_M), Partial(1, 0, 0)
+    ue, ie, ut, it = factorized if factorized is not None else factorize_keys(events)
     return (
         _aggregate(events, bucket, ue, ie, ut, it),
         _aggregate_gateways(events, bucket, ue, ie, ut, it),

@@ -138,7 +138,7 @@ class Governor:
             f = fold_new_keys(events, self._store.keys, c.keys)
             events, folded = f.events, f.rows
             self.folded_events += folded
-            main, gateways = aggregate_both(events, bucket)
+            main, gateways = aggregate_both(events, bucket, f.keys)
             self._store.add(main)
             self._gw.add(gateways)
             top = int(t.max())

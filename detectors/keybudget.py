@@ -21,7 +21,7 @@ from typing import Final
 
 import numpy as np
 
-from detectors.aggregate import factorize
+from detectors.aggregate import Factorized, factorize_keys
 from detectors.errors import ConfigError
 from detectors.layout import KIND_ENDPOINT, KIND_PAIR, KIND_TENANT
 from detectors.windows import Key
@@ -50,20 +50,21 @@ class KeyLimits:
 class Folded:
     events: EventColumns
     rows: int  # events whose endpoint or tenant was folded into ``~other``
+    keys: Factorized  # ``factorize_keys(events)``, already computed: aggregation reuses it
 
 
 def fold_new_keys(events: EventColumns, tracked: list[Key], limits: KeyLimits) -> Folded:
     """``events`` with the names of new keys beyond the limits replaced by ``~other``.
 
     ``tracked``: the keys the store holds now (in any order)."""
+    keys = factorize_keys(events)
     if len(events) == 0:
-        return Folded(events, 0)
+        return Folded(events, 0, keys)
     have: dict[str, set[tuple[str, str]]] = {KIND_ENDPOINT: set(), KIND_TENANT: set(),
                                             KIND_PAIR: set()}
     for kind, e, t in tracked:
         have[kind].add((e, t))
-    ue, ie = factorize(events.endpoint)
-    ut, it = factorize(events.tenant)
+    ue, ie, ut, it = keys
     e_names = _admit(ue, {e for e, _ in have[KIND_ENDPOINT]}, limits.max_endpoints)
     t_names = _admit(ut, {t for _, t in have[KIND_TENANT]}, limits.max_tenants)
     endpoint = e_names[ie]
@@ -82,13 +83,28 @@ def fold_new_keys(events: EventColumns, tracked: list[Key], limits: KeyLimits) -
             room -= 1
         else:
             fold_tenant |= codes == c
-    if fold_tenant.any():
-        tenant = np.where(fold_tenant, OTHER, tenant)
-    changed = (endpoint != events.endpoint) | (tenant != events.tenant)
+    folded_e = e_names != np.array(ue, dtype=object)
+    folded_t = t_names != np.array(ut, dtype=object)
+    changed = folded_e[ie] | folded_t[it] | fold_tenant
     n = int(np.count_nonzero(changed))
     if n == 0:
-        return Folded(events, 0)
-    return Folded(replace(events, endpoint=endpoint, tenant=tenant), n)
+        return Folded(events, 0, keys)
+    if fold_tenant.any():
+        tenant = np.where(fold_tenant, OTHER, tenant)
+    # the folded columns' factorization, from the distinct names (few) and the codes
+    ue2, e_code = _refactor(e_names.tolist())
+    ut2, t_code = _refactor([*t_names.tolist(), OTHER])
+    it2 = np.where(fold_tenant, t_code[-1], t_code[:-1][it])
+    ut_used, it3 = np.unique(it2, return_inverse=True)  # drop ~other if nothing folded into it
+    keys = (ue2, e_code[ie], [ut2[i] for i in ut_used.tolist()], it3.astype(np.int64))
+    return Folded(replace(events, endpoint=endpoint, tenant=tenant), n, keys)
+
+
+def _refactor(names: list[str]) -> tuple[list[str], np.ndarray]:
+    """(sorted distinct ``names``, each name's index among them)."""
+    uniq = sorted(set(names))
+    pos = {v: i for i, v in enumerate(uniq)}
+    return uniq, np.array([pos[v] for v in names], dtype=np.int64)
 
 
 def _admit(names: list[str], tracked: set[str], limit: int) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from detectors.aggregate import factorize_keys
 from detectors.config import GovernorConfig
 from detectors.governor import Governor
 from detectors.keybudget import OTHER, KeyLimits, fold_new_keys
@@ -34,6 +37,26 @@ def test_fold_arithmetic() -> None:
     tight = KeyLimits(max_endpoints=5, max_tenants=5, max_pairs=1)
     g = fold_new_keys(events(["a", "b"], ["x", "y"]), tracked, tight)
     assert g.events.tenant.tolist() == ["x", OTHER] and g.rows == 1  # (b,y): no pair room
+    for folded in (f, g):  # the factorization handed to aggregation is the folded columns'
+        assert_same_keys(folded.keys, factorize_keys(folded.events))
+
+
+def assert_same_keys(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:
+    assert a[0] == b[0] and a[2] == b[2]
+    assert a[1].tolist() == b[1].tolist() and a[3].tolist() == b[3].tolist()
+
+
+def test_the_folded_factorization_matches_the_folded_columns_for_any_mix() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        ends = [f"e{i}" for i in rng.integers(0, 12, n)]
+        tens = [f"t{i}" for i in rng.integers(0, 9, n)]
+        tracked = [(KIND_ENDPOINT, f"e{i}", "") for i in range(int(rng.integers(0, 5)))]
+        tracked += [(KIND_PAIR, "e0", f"t{i}") for i in range(int(rng.integers(0, 4)))]
+        lim = KeyLimits(*(int(x) for x in rng.integers(1, 8, 3)))
+        f = fold_new_keys(events(ends, tens), tracked, lim)
+        assert_same_keys(f.keys, factorize_keys(f.events))
 
 
 def test_a_flood_of_random_names_keeps_memory_bounded_and_the_real_keys() -> None:
