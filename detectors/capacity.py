@@ -24,8 +24,9 @@ window (10 s) and the memory (60 s):
   that and ``laws.demonstrated_update`` (the most successes per second lately). Successes only:
   in a collapse timeouts arrive at the admitted rate, not at the capacity;
 - ``patience_ms``: how long clients wait before they give up: the mean latency of timed-out
-  attempts over the memory, kept once seen, counted only while it outlasts 90 % of the
-  memory's answers (0 = not known);
+  attempts over the memory, kept once seen, counted only while it outlasts the memory's typical
+  answer (``patience_quantile``, 90 %: stragglers of a heavy tail that time out after traffic
+  stops are not a queue; 0 = not known);
 - ``utilization``: first attempts per second / capacity (0 when capacity is unknown).
 
 Everything is in event time and follows ``grow``/``keep`` like a detector's state.
@@ -90,6 +91,7 @@ class CapacityConfig:
     trend_slow_ms: int = 5_000
     settle_ms: int = 3_000
     queue_confidence: float = 3.0
+    patience_quantile: float = 0.9
 
     def __post_init__(self) -> None:
         if self.relearn_ms <= 0:
@@ -229,10 +231,10 @@ class CapacityTracker:
         seen = ratio(memory[:, TIMEOUT_LATENCY_SUM_MS].astype(np.float64), mem_timeouts)
         self.patience_ms = np.where(mem_timeouts > 0, seen, self.patience_ms)
         # a client's patience outlasts the answers it waited for: timeouts quicker than most
-        # answers (the memory's 90 % point) are not the clients' (an upstream's limit, a
-        # cancelled stream, a mix of clients none of whom waits that long for all its answers)
-        (p90_memory,) = hist_quantiles(memory[rows, HIST0:hist], (0.9,))
-        patience = np.where(self.patience_ms >= per_key(p90_memory, 0), self.patience_ms, 0.0)
+        # answers (the memory's ``patience_quantile``) are not the clients' (an upstream's limit,
+        # a cancelled stream, a mix of clients none of whom waits that long for all its answers)
+        (typical,) = hist_quantiles(memory[rows, HIST0:hist], (c.patience_quantile,))
+        patience = np.where(self.patience_ms >= per_key(typical, 0), self.patience_ms, 0.0)
         # most answers the clients waited for came too late (timeouts over successes and
         # timeouts: fast failures, e.g. a full queue's, are not waits): too few answers to
         # measure a wait, but the queue holds at least the clients' patience of work (a

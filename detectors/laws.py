@@ -13,6 +13,14 @@ horizon ``T`` one admits
 clamped at 0: a standing queue of work nobody waits for drains at full speed, and an idle service
 (``w = 0 < w*``) is offered a little more than it serves, which probes for headroom.
 
+**Concurrency** (``concurrency_limit``). At saturation every slot is busy, so Little's law gives
+the service's slots as ``N = mu * S`` (capacity times the mean time in service ``S``, the
+answer time without the queue's wait). A cap of ``N * (1 + h)`` requests in flight keeps at most
+``h * N`` queued (a wait of about ``h * S``) however fast demand arrives, and it clocks itself: a
+slower service (``S`` up, ``mu`` down, ``N`` the same) is followed at once, with no re-measuring.
+A cap that binds without any queue at the service may be too low (the capacity it was sized
+from is stale, e.g. a fault ended): it grows to ``(1 + h)`` times what is in flight then.
+
 **Retry budget.** Retries add ``r`` attempts per first attempt. At utilization ``rho`` from first
 attempts alone the service sees ``rho * (1 + r)``; it keeps pace (no metastable queue after the
 trigger is gone) only if ``rho * (1 + r) < 1``. With a safety margin ``m``:
@@ -59,6 +67,14 @@ def admission_rate(
         capacity_per_s * (1.0 + (target_wait_ms - wait_ms) / float(horizon_ms)), 0.0
     )
     return out
+
+
+def concurrency_limit(capacity_per_s: float, service_ms: float, headroom: float) -> int:
+    """Requests in flight the service holds at saturation, ``capacity x service time`` (Little's
+    law), times ``1 + headroom``, at least 1 (0 when the capacity is unknown)."""
+    if capacity_per_s <= 0 or service_ms <= 0:
+        return 0
+    return max(1, math.ceil(capacity_per_s * service_ms / 1000.0 * (1.0 + headroom)))
 
 
 def retry_budget(rho: F64, margin: float, r_max: float) -> F64:

@@ -229,6 +229,18 @@ class Policy:
                     1.0 - c.escalate_step
                 ):
                     out.append(self._directive(ep, p.part, now_ms, action, reason))
+            elif prev is not None and prev.type == action.type == "limit":
+                # a concurrency cap attacks fast and grows at most ``release_growth`` per refresh
+                highest = prev.max_inflight
+                if due:
+                    highest = max(prev.max_inflight + 1,
+                                  math.floor(prev.max_inflight * c.release_growth))
+                if action.max_inflight > highest:
+                    action = replace(action, max_inflight=highest)
+                elif not due and action.max_inflight <= ep.sent[p.part].max_inflight * (
+                    1.0 - c.escalate_step
+                ):
+                    out.append(self._directive(ep, p.part, now_ms, action, reason))
             elif prev is not None and prev.type == action.type == "shed":
                 lowest = prev.fraction
                 if due:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 from flyball.clock import wall_ms
-from gateway.enforce import ADMIT, DEFER_KIND, REJECT_KIND, Decision
+from gateway.enforce import ADMIT, DEFER_KIND, QUEUE_KIND, REJECT_KIND, Decision
 from gateway.events import RequestEvent, request_event, status_of_http
 from gateway.headers import (
     DECISION,
@@ -64,6 +64,12 @@ class GatewayLike(Protocol):
         attempt: int = 0,
         depth: int = 0,
     ) -> Decision: ...
+
+    def wait_slot(self, d: Decision, priority: int = 0) -> Decision: ...
+
+    async def wait_slot_async(self, d: Decision, priority: int = 0) -> Decision: ...
+
+    def done(self, d: Decision) -> None: ...
 
     def emit(self, event: RequestEvent) -> None: ...
 
@@ -152,6 +158,9 @@ class FlyballMiddleware:
             info.endpoint, info.tenant, info.agent_id, info.priority, info.attempt, info.depth
         )
         app = self.app
+        if d.kind == QUEUE_KIND:  # a concurrency limit is full: wait for a slot
+            d = await gw.wait_slot_async(d, info.priority)
+            ts_ms = self._clock_ms()
         if d is not ADMIT:
             kind = d.kind
             if kind == DEFER_KIND:
@@ -186,6 +195,8 @@ class FlyballMiddleware:
             latency_ms = (time.perf_counter_ns() - t0) // 1_000_000
             gw.emit(request_event(info, ts_ms, latency_ms, STATUS_ERROR, d.directive_id, d.applied))
             raise
+        finally:
+            gw.done(d)  # the app is done with it: its concurrency slot is free
         latency_ms = (time.perf_counter_ns() - t0) // 1_000_000
         code = status_of_http(status) if status else STATUS_ERROR  # no response sent: an error
         gw.emit(request_event(info, ts_ms, latency_ms, code, d.directive_id, d.applied))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -24,10 +25,11 @@ from prometheus_client import CollectorRegistry
 
 from flyball.clock import wall_ms
 from flyball.settings import Settings, load_settings
-from gateway.control import ControlHandler, ControlListener
+from gateway.control import ControlHandler, ControlListener, wake_all
 from gateway.enforce import (
     ADMIT,
     DEFER_KIND,
+    QUEUE_KIND,
     REJECT_KIND,
     Decision,
     DirectiveTable,
@@ -199,6 +201,8 @@ class Gateway:
             c.deferred += 1
         elif kind == REJECT_KIND:
             c.rejected += 1
+        elif kind == QUEUE_KIND:
+            pass  # counted when the wait ends (``wait_slot``)
         else:
             c.rerouted += 1
         return d
@@ -236,9 +240,57 @@ class Gateway:
         now_ms = self._clock_ms()
         state = self._handler.governor_state(now_ms)
         self._bypass = self.fail_mode == "open" and state == "unreachable"
-        if now_ms >= self._table.next_expiry_ms:
+        if now_ms >= self._table.next_expiry_ms or self._table.has_orphans:
             with self._lock:
                 self._table.purge(now_ms)
+                granted = self._table.pump()
+            wake_all(granted)
+
+    # --- concurrency limits: a ``"queue"`` decision waits here for a slot ---
+    def wait_slot(self, d: Decision, priority: int = 0) -> Decision:
+        """Block until a ``"queue"`` decision gets a slot (admitted, holding it: call ``done``)
+        or waited ``d.delay_ms`` (rejected with ``d.retry_after_ms``; admitted without a slot
+        while failing open). Any other decision is returned as it is."""
+        if d.kind != QUEUE_KIND:
+            return d
+        w = _ThreadWaiter()
+        with self._lock:
+            parked = self._table.enqueue(d.directive_id, priority, w)
+        if parked:
+            w.event.wait(d.delay_ms / 1000)
+        return self._after_wait(d, w, parked)
+
+    async def wait_slot_async(self, d: Decision, priority: int = 0) -> Decision:
+        """``wait_slot`` for coroutines: the wait does not block the event loop."""
+        if d.kind != QUEUE_KIND:
+            return d
+        w = _AsyncWaiter(asyncio.get_running_loop())
+        with self._lock:
+            parked = self._table.enqueue(d.directive_id, priority, w)
+        if parked:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(w.future), d.delay_ms / 1000)
+        return self._after_wait(d, w, parked)
+
+    def _after_wait(self, d: Decision, w: _ThreadWaiter | _AsyncWaiter, parked: bool) -> Decision:
+        if parked and not w.woken:
+            with self._lock:
+                gave_up = self._table.cancel(d.directive_id, w)
+            if gave_up and not self._bypass:
+                self._c.rejected += 1
+                return Decision(REJECT_KIND, retry_after_ms=d.retry_after_ms,
+                                directive_id=d.directive_id, applied=d.applied)
+            # granted as the wait ran out, or failing open
+        self._c.admitted += 1
+        return Decision("admit", directive_id=d.directive_id, applied=d.applied, slot=w.slot)
+
+    def done(self, d: Decision) -> None:
+        """The request admitted with ``d`` completed (or was abandoned): free its slot."""
+        if not d.slot:
+            return
+        with self._lock:
+            granted = self._table.release(d.slot)
+        wake_all([(w, d.slot) for w in granted])
 
     @property
     def governor_state(self) -> str:
@@ -287,6 +339,38 @@ class Gateway:
         return metrics_text(self.registry)
 
 
+class _ThreadWaiter:
+    __slots__ = ("event", "slot", "woken")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.slot = ""
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        self.event.set()
+
+
+class _AsyncWaiter:
+    __slots__ = ("future", "loop", "slot", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.slot = ""
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+        self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(f: asyncio.Future[None]) -> None:
+    if not f.done():
+        f.set_result(None)
+
+
 class AsyncGateway:
     """The asyncio flavour: wraps a ``Gateway``; nothing here blocks the event loop.
 
@@ -303,6 +387,9 @@ class AsyncGateway:
         self.stats = self.sync.stats
         self.metrics_text = self.sync.metrics_text
         self.apply_directive = self.sync.apply_directive
+        self.done = self.sync.done
+        self.wait_slot = self.sync.wait_slot
+        self.wait_slot_async = self.sync.wait_slot_async
 
     async def start(self) -> AsyncGateway:
         self.sync.start()  # creates clients and threads only; no network wait
@@ -331,11 +418,12 @@ class AsyncGateway:
         attempt: int = 0,
         depth: int = 0,
     ) -> Decision:
-        """``admit``, then ``await asyncio.sleep`` for a defer. Returns the decision."""
+        """``admit``, then ``await asyncio.sleep`` for a defer or wait for a concurrency slot.
+        Returns the decision (``done(decision)`` when the request completes)."""
         d = self.sync.admit(endpoint, tenant, agent_id, priority, attempt, depth)
         if d.kind == DEFER_KIND and d.delay_ms > 0:
             await asyncio.sleep(d.delay_ms / 1000)
-        return d
+        return await self.sync.wait_slot_async(d, priority)
 
 
 def admit_wait_sync(gateway: Gateway, req: RequestMeta) -> Decision:
@@ -343,4 +431,4 @@ def admit_wait_sync(gateway: Gateway, req: RequestMeta) -> Decision:
     d = gateway.admit_meta(req)
     if d.kind == DEFER_KIND and d.delay_ms > 0:
         time.sleep(d.delay_ms / 1000)
-    return d
+    return gateway.wait_slot(d, req.priority)

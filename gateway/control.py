@@ -47,6 +47,13 @@ log = logging.getLogger("flyball.gateway")
 _REJECT_LOG = LogBudget(per_s=5)  # rejected control messages: counted always, logged this often
 
 
+def wake_all(granted: list[tuple[object, str]]) -> None:
+    """Wake waiters the table granted a slot (``""``: their limit is gone, go anyway)."""
+    for w, slot in granted:
+        w.slot = slot  # type: ignore[attr-defined]
+        w.wake()  # type: ignore[attr-defined]
+
+
 class ControlHandler:
     """Applies control messages to a table; tracks the governor's liveness."""
 
@@ -113,6 +120,8 @@ class ControlHandler:
         """Apply ``d`` without a signature check (in-process callers) and count the outcome."""
         with self._lock:
             outcome = self.table.apply(d, now_ms)
+            granted = self.table.pump()  # a raised, released or expired limit lets waiters go
+        wake_all(granted)
         if outcome in ("applied", "refreshed"):
             self._c.directives_applied += 1
         elif outcome == "released":

@@ -17,6 +17,14 @@ Semantics of a table with several directives:
 - ``shed``: rejects with probability ``fraction``, ``Retry-After = retry_after_ms``.
 - ``reroute``: sends the request to ``target``.
 - ``defer``: holds the request ``hold_ms + U{0..jitter_ms}`` ms (the most specific defer decides).
+- ``limit``: a concurrency cap (the most specific matching limit decides; others are not walked).
+  With a free slot and nobody waiting, the request is admitted holding a slot (``Decision.slot``:
+  the caller must ``release`` it when the request completes or its client gives up). Otherwise the
+  decision is ``"queue"``: the caller ``enqueue``s a waiter object and parks the request at most
+  ``delay_ms``; ``release`` (a slot freed) and ``pump`` (a limit raised, released or expired) hand
+  slots to waiters, most important priority first, then first come. A waiter whose wait ran out is
+  ``cancel``led and rejected with ``retry_after_ms``. The table holds no threads or timers: the
+  shell (``Gateway``, the simulator) parks and wakes requests.
 - The first reject or reroute ends the walk and decides. Otherwise the request is deferred (the
   longest of a pacing throttle's wait and the most specific defer's hold) or admitted, and only
   then does it take one token from every throttle it passed, so
@@ -27,6 +35,7 @@ Semantics of a table with several directives:
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Final, NamedTuple, Protocol
 
@@ -73,6 +82,7 @@ ADMIT_KIND: Final = "admit"
 DEFER_KIND: Final = "defer"
 REJECT_KIND: Final = "reject"
 REROUTE_KIND: Final = "reroute"
+QUEUE_KIND: Final = "queue"
 
 
 class Decision(NamedTuple):
@@ -83,7 +93,11 @@ class Decision(NamedTuple):
     - ``retry_after_ms``: what to tell the caller (reject).
     - ``target``: where to send the request (reroute).
     - ``directive_id`` / ``applied``: the directive that decided and its action code
-      (``schemas.columns.APPLIED_CODES``), for the request event.
+      (``schemas.columns.APPLIED_CODES``), for the request event. A request that waits for a
+      ``limit`` slot is recorded as ``throttle`` (a concurrency throttle).
+    - ``slot``: the id of the ``limit`` whose slot the admitted request holds ("" for none);
+      ``queue``: no slot was free, wait at most ``delay_ms`` (``enqueue``), then reject with
+      ``retry_after_ms``.
     """
 
     kind: str
@@ -92,6 +106,7 @@ class Decision(NamedTuple):
     target: str = ""
     directive_id: str = ""
     applied: int = 0
+    slot: str = ""
 
     @property
     def admitted(self) -> bool:
@@ -105,6 +120,7 @@ _THROTTLE: Final = APPLIED_CODES["throttle"]
 _DEFER: Final = APPLIED_CODES["defer"]
 _SHED: Final = APPLIED_CODES["shed"]
 _REROUTE: Final = APPLIED_CODES["reroute"]
+_LIMIT: Final = -1  # an op code of its own: a limit is applied (recorded) as a throttle
 
 
 class _Entry:
@@ -118,6 +134,7 @@ class _Entry:
         "fraction",
         "hold_ms",
         "id",
+        "inflight",
         "issued_ms",
         "jitter_ms",
         "last_ms",
@@ -129,8 +146,11 @@ class _Entry:
         "rate_per_ms",
         "reroute",
         "retry_after_ms",
+        "seq",
+        "slots",
         "tenant",
         "tokens",
+        "waiting",
     )
 
     def __init__(self, d: Directive, share: float, now_ms: int) -> None:
@@ -144,7 +164,7 @@ class _Entry:
         self.min_priority = s.min_priority or 0
         self.min_attempt = s.min_attempt or 0
         self.min_depth = s.min_depth or 0
-        self.op = APPLIED_CODES[a.type]
+        self.op = _LIMIT if a.type == "limit" else APPLIED_CODES[a.type]
         # Bucket level in milli-tokens: one ms adds ``rate_per_s × share`` of them, so the
         # arithmetic is exact for integral (and dyadic) rates.
         self.rate_per_ms = a.rate_per_s * share
@@ -156,11 +176,23 @@ class _Entry:
         self.jitter_ms = a.jitter_ms
         self.fraction = a.fraction
         self.retry_after_ms = a.retry_after_ms
+        # limit: this gateway's slots, the requests holding one, and the waiters, a heap of
+        # (priority, arrival number, waiter)
+        self.slots = max(1, round(a.max_inflight * share))
+        self.inflight = 0
+        self.waiting: list[tuple[int, int, object]] = []
+        self.seq = 0
         self.reroute = (
             Decision(REROUTE_KIND, target=a.target, directive_id=d.id, applied=_REROUTE)
             if a.type == "reroute"
             else ADMIT
         )
+
+    def grant(self, out: list[object]) -> None:
+        """Hand free slots to waiters (into ``out``), best priority first."""
+        while self.waiting and self.inflight < self.slots:
+            out.append(heapq.heappop(self.waiting)[2])
+            self.inflight += 1
 
     def refill(self, now_ms: int) -> float:
         dt = now_ms - self.last_ms
@@ -169,6 +201,10 @@ class _Entry:
             self.tokens = t if t < self.burst else self.burst
             self.last_ms = now_ms
         return self.tokens
+
+
+def _by_rank(w: tuple[int, int, object]) -> tuple[int, int]:
+    return (w[0], w[1])
 
 
 def _order(e: _Entry) -> tuple[int, str]:
@@ -186,6 +222,7 @@ class DirectiveTable:
     __slots__ = (
         "_by_endpoint",
         "_entries",
+        "_orphans",
         "_wildcard",
         "empty",
         "gateway_id",
@@ -201,6 +238,7 @@ class DirectiveTable:
         self.gateway_id = gateway_id
         self.lazy_purge = lazy_purge
         self._entries: dict[str, _Entry] = {}
+        self._orphans: list[object] = []  # waiters of limits that are gone: admit them (pump)
         self._by_endpoint: dict[str, tuple[_Entry, ...]] = {}
         self._wildcard: tuple[_Entry, ...] = ()
         self.empty = True
@@ -230,6 +268,11 @@ class DirectiveTable:
         if old is not None and old.op == entry.op == _THROTTLE:
             old.refill(now_ms)
             entry.tokens = min(old.tokens, entry.burst)
+        if old is not None and old.op == entry.op == _LIMIT:
+            # a refresh keeps who holds a slot and who waits; a raised limit lets waiters go
+            # (``pump``)
+            entry.inflight, entry.waiting, entry.seq = old.inflight, old.waiting, old.seq
+            old.waiting = []
         entries = dict(self._entries)
         entries[d.id] = entry
         self._rebuild(entries)
@@ -247,6 +290,10 @@ class DirectiveTable:
         self._rebuild({})
 
     def _rebuild(self, entries: dict[str, _Entry]) -> None:
+        for k, e in self._entries.items():
+            if e.waiting and entries.get(k) is not e:
+                self._orphans.extend(w for _, _, w in sorted(e.waiting, key=_by_rank))
+                e.waiting = []
         ordered = sorted(entries.values(), key=_order)
         wildcard = tuple(e for e in ordered if e.directive.scope.endpoint is None)
         by_endpoint: dict[str, tuple[_Entry, ...]] = {}
@@ -307,6 +354,7 @@ class DirectiveTable:
         passed: list[_Entry] | None = None
         defer: Decision | None = None
         pace: Decision | None = None
+        limit: _Entry | None = None
         for e in entries:
             if (
                 now_ms >= e.expires_ms
@@ -344,6 +392,9 @@ class DirectiveTable:
                         REJECT_KIND, retry_after_ms=e.retry_after_ms, directive_id=e.id,
                         applied=_SHED,
                     )
+            elif op == _LIMIT:
+                if limit is None:
+                    limit = e
             elif op == _REROUTE:
                 return e.reroute
             elif op == _DEFER and defer is None:
@@ -351,9 +402,79 @@ class DirectiveTable:
                 defer = Decision(
                     DEFER_KIND, delay_ms=e.hold_ms + jitter, directive_id=e.id, applied=_DEFER
                 )
+        slot = ""
+        if limit is not None:
+            if limit.inflight >= limit.slots or limit.waiting:
+                if limit.max_delay_ms <= 0:
+                    return Decision(
+                        REJECT_KIND, retry_after_ms=max(1, limit.retry_after_ms),
+                        directive_id=limit.id, applied=_THROTTLE,
+                    )
+                return Decision(
+                    QUEUE_KIND, delay_ms=limit.max_delay_ms,
+                    retry_after_ms=max(1, limit.retry_after_ms), directive_id=limit.id,
+                    applied=_THROTTLE,
+                )
+            limit.inflight += 1
+            slot = limit.id
         if passed is not None:
             for e in passed:
                 e.tokens -= _TOKEN
         if pace is not None and (defer is None or pace.delay_ms >= defer.delay_ms):
-            return pace
-        return defer if defer is not None else ADMIT
+            return pace._replace(slot=slot) if slot else pace
+        if defer is not None:
+            return defer._replace(slot=slot) if slot else defer
+        return Decision(ADMIT_KIND, slot=slot) if slot else ADMIT
+
+    # --- concurrency limits: the shell parks and wakes the requests ---
+    @property
+    def has_orphans(self) -> bool:
+        """Waiters whose limit is gone are ready for ``pump``."""
+        return bool(self._orphans)
+
+    def enqueue(self, directive_id: str, priority: int, waiter: object) -> bool:
+        """Park ``waiter`` for a slot of limit ``directive_id`` (after a ``"queue"`` decision).
+        False when that limit is gone: admit the request."""
+        e = self._entries.get(directive_id)
+        if e is None or e.op != _LIMIT:
+            return False
+        e.seq += 1
+        heapq.heappush(e.waiting, (priority, e.seq, waiter))
+        return True
+
+    def cancel(self, directive_id: str, waiter: object) -> bool:
+        """Take ``waiter`` out of the queue (its wait ran out). False when it is not waiting
+        there (it was granted a slot, or its limit is gone and it was handed to ``pump``)."""
+        e = self._entries.get(directive_id)
+        if e is None:
+            return False
+        for i, w in enumerate(e.waiting):
+            if w[2] is waiter:
+                e.waiting[i] = e.waiting[-1]
+                e.waiting.pop()
+                heapq.heapify(e.waiting)
+                return True
+        return False
+
+    def release(self, slot: str) -> list[object]:
+        """A request holding a slot of limit ``slot`` completed (or its client gave up): the
+        waiters now granted that slot, in order (each holds a slot of the same limit)."""
+        e = self._entries.get(slot) if slot else None
+        if e is None or e.op != _LIMIT:
+            return []
+        e.inflight = max(0, e.inflight - 1)
+        out: list[object] = []
+        e.grant(out)
+        return out
+
+    def pump(self) -> list[tuple[object, str]]:
+        """After ``apply`` or ``purge``: waiters that may go now, with the slot each holds
+        ("" when its limit is gone: fail open)."""
+        out: list[tuple[object, str]] = [(w, "") for w in self._orphans]
+        self._orphans = []
+        for e in self._entries.values():
+            if e.op == _LIMIT and e.waiting:
+                granted: list[object] = []
+                e.grant(granted)
+                out.extend((w, e.id) for w in granted)
+        return out

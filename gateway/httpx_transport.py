@@ -30,7 +30,7 @@ import httpx
 
 from flyball.clock import wall_ms
 from gateway.asgi import GatewayLike
-from gateway.enforce import ADMIT, DEFER_KIND, REJECT_KIND, Decision
+from gateway.enforce import ADMIT, DEFER_KIND, QUEUE_KIND, REJECT_KIND, Decision
 from gateway.events import request_event, status_of_http
 from gateway.headers import (
     DECISION,
@@ -129,6 +129,9 @@ class FlyballTransport(_Base, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         info, d, ts_ms = self._decide(request)
+        if d.kind == QUEUE_KIND:  # a concurrency limit is full: wait for a slot
+            d = self.gateway.wait_slot(d, info.priority)
+            ts_ms = self._clock_ms()
         if d is not ADMIT:
             if d.kind == REJECT_KIND:
                 self._emit_rejected(info, d, ts_ms)
@@ -147,6 +150,8 @@ class FlyballTransport(_Base, httpx.BaseTransport):
         except BaseException:
             self._emit(info, d, ts_ms, t0, STATUS_ERROR)
             raise
+        finally:
+            self.gateway.done(d)  # response headers are in: the slot is free
         self._emit(info, d, ts_ms, t0, status_of_http(response.status_code))
         return response
 
@@ -170,6 +175,9 @@ class AsyncFlyballTransport(_Base, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         info, d, ts_ms = self._decide(request)
+        if d.kind == QUEUE_KIND:  # a concurrency limit is full: wait for a slot
+            d = await self.gateway.wait_slot_async(d, info.priority)
+            ts_ms = self._clock_ms()
         if d is not ADMIT:
             if d.kind == REJECT_KIND:
                 self._emit_rejected(info, d, ts_ms)
@@ -188,6 +196,8 @@ class AsyncFlyballTransport(_Base, httpx.AsyncBaseTransport):
         except BaseException:
             self._emit(info, d, ts_ms, t0, STATUS_ERROR)
             raise
+        finally:
+            self.gateway.done(d)  # response headers are in: the slot is free
         self._emit(info, d, ts_ms, t0, status_of_http(response.status_code))
         return response
 

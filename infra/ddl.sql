@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS {db}.directives
     min_priority    Nullable(UInt8),
     min_attempt     Nullable(UInt16),
     min_depth       Nullable(UInt16),
-    action          Enum8('throttle' = 1, 'defer' = 2, 'shed' = 3, 'reroute' = 4, 'release' = 5),
+    action          Enum8('throttle' = 1, 'defer' = 2, 'shed' = 3, 'reroute' = 4, 'release' = 5,
+                          'limit' = 6),
     rate_per_s      Float64,
     burst           Float64,
     shares          Map(String, Float64),
@@ -99,11 +100,18 @@ CREATE TABLE IF NOT EXISTS {db}.directives
     score           Float64,
     evidence        String,
     signed          Bool,
+    max_inflight    UInt32 DEFAULT 0,
     inserted        DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted)
 PARTITION BY toYYYYMM(issued)
 ORDER BY (id, issued);
+
+-- Upgrades a directives table created before the `limit` action (both are no-ops on a new one:
+-- adding an enum value and a defaulted column change metadata only).
+ALTER TABLE {db}.directives ADD COLUMN IF NOT EXISTS max_inflight UInt32 DEFAULT 0 AFTER signed;
+ALTER TABLE {db}.directives MODIFY COLUMN action
+    Enum8('throttle' = 1, 'defer' = 2, 'shed' = 3, 'reroute' = 4, 'release' = 5, 'limit' = 6);
 
 -- Per-minute rollup by endpoint and tenant, maintained on insert by a materialized view.
 -- It counts every delivered copy: after a redelivery it may over-count slightly (events FINAL is

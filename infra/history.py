@@ -37,9 +37,11 @@ DIRECTIVE_COLUMNS: Final = (
     "id", "issued", "expires", "scope_endpoint", "scope_tenant", "scope_agent_id",
     "min_priority", "min_attempt", "min_depth", "action", "rate_per_s", "burst", "shares",
     "default_share", "hold_ms", "jitter_ms", "retry_after_ms", "fraction", "target",
-    "detector", "score", "evidence", "signed",
+    "detector", "score", "evidence", "signed", "max_inflight",
 )  # fmt: skip
-_ACTION_CODES: Final = {"throttle": 1, "defer": 2, "shed": 3, "reroute": 4, "release": 5}
+_ACTION_CODES: Final = {
+    "throttle": 1, "defer": 2, "shed": 3, "reroute": 4, "release": 5, "limit": 6,
+}
 
 # counts(): distinct rows, so replays and redeliveries do not count twice.
 _COUNT_SQL: Final = {
@@ -238,6 +240,7 @@ def _directive_row(d: Directive) -> tuple[Any, ...]:
         float(r.score),
         jsoncodec.dumps(r.evidence).decode(),
         d.sig is not None,
+        int(a.max_inflight),
     )
 
 

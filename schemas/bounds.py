@@ -48,6 +48,7 @@ DIRECTIVE_RANGES: Final[dict[str, tuple[int, int]]] = {
     "action.hold_ms": DELAY_MS,
     "action.jitter_ms": DELAY_MS,
     "action.retry_after_ms": DELAY_MS,
+    "action.max_inflight": (0, 1_000_000),
 }
 
 

@@ -120,9 +120,12 @@ def directive_from_json(doc: dict[str, Any]) -> Directive:
         retry_after_ms=_opt_int(action_doc, "retry_after_ms", "action.") or 0,
         fraction=_num(action_doc, "fraction", 1.0, "action."),
         target=_opt_str(action_doc, "target", "action.") or "",
+        max_inflight=_opt_int(action_doc, "max_inflight", "action.") or 0,
     )
     if not 0.0 <= action.fraction <= 1.0:
         raise _Bad("action.fraction", "must be within [0, 1]")
+    if atype == "limit" and action.max_inflight < 1:
+        raise _Bad("action.max_inflight", "limit needs max_inflight >= 1")
     if atype == "reroute" and not action.target:
         raise _Bad("action.target", "reroute needs a target")
     evidence = reason_doc.get("evidence", {})

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 
 DIRECTIVE_VERSION: Final = 1
 
-ActionType = Literal["throttle", "defer", "shed", "reroute", "release"]
-ACTION_TYPES: Final[tuple[str, ...]] = ("throttle", "defer", "shed", "reroute", "release")
+ActionType = Literal["throttle", "defer", "shed", "reroute", "release", "limit"]
+ACTION_TYPES: Final[tuple[str, ...]] = (
+    "throttle", "defer", "shed", "reroute", "release", "limit"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,13 @@ class Action:
     - ``shed``: reject ``fraction`` of matching requests with ``retry_after_ms``.
     - ``reroute``: send matching requests to ``target``.
     - ``release``: the episode is over; remove directives with the same ``id``.
+    - ``limit``: at most ``max_inflight`` requests of the scope in flight at once (all gateways
+      together; a gateway's part is ``max_inflight × share``, at least 1, with ``shares`` and
+      ``default_share`` as for a throttle). A request that finds no free slot waits at the
+      gateway, most important priority first, then first come; a slot is handed on as a request
+      in flight completes. One that waited ``max_delay_ms`` is rejected with ``retry_after_ms``.
+      A concurrency cap clocks itself: it follows a slower service at once, where a rate must be
+      re-measured (Little's law: in flight = throughput × time in service).
     """
 
     type: ActionType
@@ -100,6 +109,7 @@ class Action:
     retry_after_ms: int = 0
     fraction: float = 1.0
     target: str = ""
+    max_inflight: int = 0
 
     def share_for(self, gateway_id: str) -> float:
         for gid, share in self.shares:
@@ -126,6 +136,15 @@ class Action:
             return {"type": t, "retry_after_ms": self.retry_after_ms, "fraction": self.fraction}
         if t == "reroute":
             return {"type": t, "target": self.target}
+        if t == "limit":
+            return {
+                "type": t,
+                "max_inflight": self.max_inflight,
+                "shares": dict(self.shares),
+                "default_share": self.default_share,
+                "max_delay_ms": self.max_delay_ms,
+                "retry_after_ms": self.retry_after_ms,
+            }
         return {"type": t}
 
 

@@ -22,6 +22,10 @@ K_EDGE: Final = 5  # a fault starts or ends on a service (obj: service index)
 Event = tuple[int, int, int, Any]
 
 
+def _unset(*_: Any) -> None:
+    raise RuntimeError("no engine is attached to this SimContext")
+
+
 class SimContext:
     """Shared by the engine and the policies of one run. Time is virtual integer ms from 0.
 
@@ -45,6 +49,9 @@ class SimContext:
         self.directive_ids: list[str] = [""]
         self._directive_index: dict[str, int] = {"": 0}
         self._agent_ids: list[list[str]] = [[] for _ in scenario.tenants]
+        # set by the engine: send a held attempt on now / reject it (policies that ``WAIT``)
+        self.dispatch: Callable[[Any, int], None] = _unset
+        self.reject: Callable[[Any, int, int], None] = _unset
 
     def push(self, t_ms: int, kind: int, obj: Any) -> None:
         heapq.heappush(self.heap, (t_ms, next(self._seq), kind, obj))

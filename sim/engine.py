@@ -36,7 +36,7 @@ from sim.arrivals import Arrivals, generate
 from sim.backoff import retry_delay_ms
 from sim.context import K_CALL, K_DISPATCH, K_DONE, K_EDGE, K_SEND, K_TIMEOUT, SimContext
 from sim.model import ABANDONED, FAILED, GOOD, LATE, LIVE, N_COLS, Attempt, Intent, Request
-from sim.policies.base import DEFER, REJECT, REROUTE, GatewayPolicy, Policy
+from sim.policies.base import DEFER, REJECT, REROUTE, WAIT, GatewayPolicy, Policy
 from sim.rand import RandomStream
 from sim.scenario import Scenario, ServiceSpec
 
@@ -128,6 +128,8 @@ class Engine:
         self.tenant_endpoints = [
             tuple(self.ctx.endpoint_index[e] for e in t.endpoints) for t in scenario.tenants
         ]
+        self.ctx.dispatch = self._dispatch
+        self.ctx.reject = self._reject_held
 
     # --- ids -------------------------------------------------------------------------------
     def _id(self) -> int:
@@ -238,6 +240,8 @@ class Engine:
         a.applied = d.applied
         a.directive = d.directive
         code = d.code
+        if code == WAIT:  # the policy holds it: it calls ctx.dispatch or ctx.reject later
+            return
         if code == DEFER:
             self.ctx.push(now + d.hold_ms, K_DISPATCH, a)
         elif code == REJECT:
@@ -249,6 +253,11 @@ class Engine:
                 a.endpoint = d.target
             self._dispatch(a, now)
 
+    def _reject_held(self, a: Attempt, now: int, retry_after_ms: int) -> None:
+        """A policy rejects an attempt it held (``WAIT``) at ``now``."""
+        a.retry_after_ms = retry_after_ms
+        self._resolve(a, STATUS_REJECTED, now)
+
     def _dispatch(self, a: Attempt, now: int) -> None:
         a.dispatch_ms = now
         svc_i = a.endpoint
@@ -256,6 +265,7 @@ class Engine:
         self.ctx.push(now + self.tenants[a.tenant].retry.timeout_ms, K_TIMEOUT, a)
         if len(svc.queue) - self.heads[svc_i] >= svc.queue_limit:
             self._resolve(a, STATUS_ERROR, now)
+            self.gateways[a.gateway].on_service_done(a, now)
             return
         svc.queue.append(a)
         self._start_work(svc_i, now)
@@ -274,6 +284,7 @@ class Engine:
             head += 1
             if a.gone and self.drop_expired:
                 svc.dropped += 1
+                self.gateways[a.gateway].on_service_done(a, now)
                 continue
             intent = a.req.intent
             if err > 0.0 and rng.random() < err:
@@ -300,6 +311,7 @@ class Engine:
         svc.work_ms += a.svc_ms
         if not a.resolved:
             self._resolve(a, a.status, now)
+        self.gateways[a.gateway].on_service_done(a, now)
         self._start_work(svc_i, now)
 
     def _timeout(self, a: Attempt, now: int) -> None:

@@ -117,6 +117,7 @@ class Attempt:
         "req",
         "resolved",
         "retry_after_ms",
+        "slot",
         "start_ms",
         "status",
         "svc_ms",
@@ -143,3 +144,4 @@ class Attempt:
         self.directive = 0
         self.retry_after_ms = 0
         self.final = False
+        self.slot = ""  # the gateway concurrency slot (limit id) it holds while in flight

@@ -28,6 +28,7 @@ The learned baseline (the timeout fraction's normal) is evidence only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,15 +36,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detectors import laws
-from detectors.actions import EvalContext, hold_ms, priority_floor, target_wait_ms, throttle
+from detectors.actions import EvalContext, gateway_shares
 from detectors.errors import ConfigError
 from detectors.features import ratio
-from detectors.layout import F64, KIND_ENDPOINT, N_PRIORITIES, PRIO0
+from detectors.layout import F64, KIND_ENDPOINT
 from detectors.policy import Planned
 from detectors.rule import Rule
-from detectors.scores.base import Detector, DetectorConfig, ramp
+from detectors.scores.base import Detector, DetectorConfig, Scored, ramp
 from detectors.windows import Key
-from schemas.directive import Scope
+from schemas.directive import Action, Scope
 
 if TYPE_CHECKING:
     from detectors.config import GovernorConfig
@@ -79,6 +80,9 @@ class OverloadConfig(DetectorConfig):
     horizon_ms: int = 2_000
     hold_share: float = 0.9
     hold_max_ms: int = 10_000
+    limit_headroom: float = 0.25
+    blind_hold_evals: int = 100
+    retry_after_min_ms: int = 100
 
     def __post_init__(self) -> None:
         DetectorConfig.__post_init__(self)
@@ -114,6 +118,40 @@ class Overload(Detector[OverloadConfig]):
     baselines = ("timeout_fraction",)
     config_type = OverloadConfig
     needs_warmup = False  # physical signals: a cold start inside an incident scores at once
+    holds_blind_reading = True  # see ``update_many``
+
+    def __init__(self, config: OverloadConfig | None = None) -> None:
+        super().__init__(config)
+        # per key: the last score read from enough evidence, and for how many evaluations since
+        # there has been too little evidence to read one
+        self._last: F64 = np.zeros(0)
+        self._blind: F64 = np.zeros(0)
+
+    def grow(self, k: int) -> None:
+        super().grow(k)
+        extra = k - self._last.shape[0]
+        if extra > 0:
+            self._last = np.concatenate([self._last, np.zeros(extra)])
+            self._blind = np.concatenate([self._blind, np.zeros(extra)])
+
+    def keep(self, mask: np.ndarray) -> None:
+        super().keep(mask)
+        self._last, self._blind = self._last[mask], self._blind[mask]
+
+    def update_many(self, x: Mapping[str, F64]) -> Scored:
+        """While too few attempts complete to read the service (everything is queued, in
+        service or waiting at the gateways: completions are what events report), the last score
+        read holds, for at most ``blind_hold_evals`` evaluations: a window without answers is
+        not a recovered service, and releasing a concurrency cap then would send every waiting
+        request at once."""
+        out = super().update_many(x)
+        ran = x["attempts"] - x["rejected"]
+        blind = (ran < self.config.min_ran / 2.0) & (x["mature"] > 0)
+        self._blind = np.where(blind, self._blind + 1, 0.0)
+        held = blind & (self._blind <= self.config.blind_hold_evals)
+        score = np.where(held, np.maximum(out.score, self._last), out.score)
+        self._last = np.where(blind, self._last, out.score)
+        return Scored(score, out.evidence)
 
     def _score(self, x: Mapping[str, F64]) -> tuple[F64, dict[str, F64], dict[str, F64]]:
         c = self.config
@@ -151,69 +189,67 @@ class Overload(Detector[OverloadConfig]):
         return raw, evidence, {"timeout_fraction": tf}
 
 
+def limit_hold_ms(patience_ms: float, config: OverloadConfig) -> int:
+    """How long a request may wait at its gateway for a slot: ``hold_share`` of the clients'
+    patience (``hold_max_ms`` while it is unknown, and at most that). A slot is granted only when
+    one is free, so the answer then takes about the service time, with no queue ahead."""
+    hold = config.hold_share * patience_ms if patience_ms > 0 else float(config.hold_max_ms)
+    return int(min(hold, float(config.hold_max_ms)))
+
+
 def plan(
     ctx: EvalContext, config: GovernorConfig, row: int, key: Key, age_ms: int
 ) -> list[Planned]:
-    """Admit about the capacity, lowest priorities first (``laws.admission_rate``).
+    """Cap the requests in flight at what the service holds (``laws.concurrency_limit``).
 
-    ``a = capacity x (1 + (target wait - wait) / horizon)`` is what the endpoint may be offered;
-    the constrained class is the fewest lowest priorities whose demand covers the excess
-    ``1 - capacity / demand`` (any priority: when the most important demand alone exceeds capacity,
-    admitting more of it only makes all of it late); it is throttled to what the priorities
-    above leave, ``max(0, a - above)``, and paced rather than rejected up to the hold budget
-    (a share of the clients' patience), so that a burst waits at the gateway instead of in the
-    service's queue, where the client's clock runs."""
-    cfg, ocfg = config.actions, config.overload
+    ``N = capacity x service time`` is the service's slots (Little's law at saturation); the cap
+    ``N x (1 + limit_headroom)`` keeps a short queue so that no slot idles. Requests beyond it
+    wait at their gateway (most important priority first) instead of in the service's queue,
+    where the client's clock runs and the most important requests wait behind the rest; one
+    that cannot get a slot within the hold budget (a share of the clients' patience) is
+    rejected. A cap that binds while the service shows no queue is probed upwards: ``1 +
+    limit_headroom`` times what is in flight then (the capacity it was sized from may be stale)."""
+    ocfg = config.overload
     f = ctx.features
     cap = float(f["capacity_per_s"][row])
-    if cap <= 0:
-        return []
     floor = float(f["latency_floor_ms"][row])
     wait = float(f["observed_wait_ms"][row])
-    patience = float(f["patience_ms"][row])
-    target = target_wait_ms(floor, ocfg)
-    # drain within half the clients' patience (the hold cap while no client timed out yet)
-    horizon = max(float(ocfg.horizon_ms), 0.5 * patience if patience > 0 else ocfg.hold_max_ms)
-    admit = float(laws.admission_rate(np.array([cap]), np.array([wait]), np.array([target]),
-                                      horizon)[0])
-    # never shut the endpoint: the queue still drains at ``capacity - admit``, and what is
-    # admitted keeps the measurements (and the episode's exit) alive
-    admit = max(admit, ocfg.min_admit_share * cap)
-    # completions report at most the capacity while a queue grows; the arrivals are the
-    # capacity times the queue's growth (``laws.arrival_ratio``)
-    demand = max(float(f["attempt_rate_per_s"][row]), float(f["arrival_ratio"][row]) * cap)
-    excess = min(1.0, max(0.0, 1.0 - cap / demand)) if demand > 0 else 0.0
-    # while a throttle paces or rejects attempts here, completions come at the admitted rate and
-    # hide the demand above it: where clients give up (patience known: a queue costs work), the
-    # lowest class stays constrained until the throttle paces nobody; where none ever timed
-    # out, the throttle relaxes and the service's queue takes the excess (waiting is not waste)
+    service = max(float(f["ok_latency_mean_ms"][row]) - wait, floor)
+    sized = laws.concurrency_limit(cap, service, ocfg.limit_headroom)
+    in_flight = float(f["in_flight"][row])
     attempts = float(f["attempts"][row])
-    if patience > 0 and attempts > 0 and float(f["throttled"][row]) / attempts >= ocfg.bind_lo:
-        excess = max(excess, ocfg.bind_lo)
-    prio = ctx.sums[row, PRIO0 : PRIO0 + N_PRIORITIES]
-    p, share = priority_floor(prio, excess, 0)
-    if share <= 0:
+    binding = attempts > 0 and float(f["throttled"][row]) / attempts >= ocfg.bind_lo
+    probe = 0
+    if binding and float(f["queued"][row]) < 0.5:
+        probe = math.ceil(in_flight * (1.0 + ocfg.limit_headroom))
+    # nothing answers in time to size it from (a collapse at cold start): halve what is in
+    # flight, so the service drains until its answers can be measured
+    backoff = math.ceil(in_flight / 2.0) if sized <= 0 else 0
+    limit = max(sized, probe, backoff)
+    if limit <= 0:
         return []
-    # the priorities above are counted as they complete (the growth of the queue is the
-    # constrained class's: scaling them by it would starve the class)
-    per_s = float(f["attempt_rate_per_s"][row]) / max(float(prio.sum()), 1.0)
-    while p > 0 and float(prio[:p].sum()) * per_s > admit:
-        p -= 1  # the priorities above would overrun what may be admitted: widen the class
-    above = float(prio[:p].sum()) * per_s
-    rate = round(max(0.0, admit - above), 3)
-    hold = hold_ms(f, row, ocfg)
-    action = throttle(ctx, cfg, rate, key[1], max_delay_ms=hold)
+    hold = limit_hold_ms(float(f["patience_ms"][row]), ocfg)
+    shares, default = gateway_shares(ctx, key[1])
+    action = Action(
+        "limit",
+        max_inflight=limit,
+        shares=shares,
+        default_share=default,
+        max_delay_ms=hold,
+        retry_after_ms=max(ocfg.retry_after_min_ms, round(service)),
+    )
     evidence: dict[str, float | int | str] = {
-        "law": "admit = capacity * (1 + (target_wait - wait) / horizon)",
-        "admit_per_s": round(admit, 3),
-        "demand_per_s": round(demand, 3),
-        "target_wait_ms": round(target, 1),
-        "horizon_ms": round(horizon),
-        "above_per_s": round(above, 3),
+        "law": "max_inflight = capacity * service_ms * (1 + headroom)",
+        "capacity_per_s": round(cap, 3),
+        "service_ms": round(service, 1),
+        "headroom": ocfg.limit_headroom,
+        "sized_inflight": sized,
+        "in_flight": round(in_flight, 2),
+        "probe_inflight": probe,
+        "backoff_inflight": backoff,
         "max_delay_ms": hold,
     }
-    scope = Scope(endpoint=key[1], min_priority=p if p > 0 else None)
-    return [Planned(f"admit-p{p}", scope, action, evidence)]
+    return [Planned("limit", Scope(endpoint=key[1]), action, evidence)]
 
 
 RULE = Rule(Overload, "overload", KIND_ENDPOINT, plan)

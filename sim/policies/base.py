@@ -6,9 +6,13 @@ flags: ``drop_expired`` (services discard queued work whose client gave up) and 
 ``ctx.call_at`` (the governor's control tick). For every attempt the engine calls, in order:
 
 1. ``admit(a, now_ms) -> Decision``: admit, defer (hold ``hold_ms`` at the gateway, then send),
-   reject (``retry_after_ms``; ``final`` = the request must not be retried) or reroute (``target``
-   endpoint index). ``applied`` and ``directive`` are what the event records.
-2. ``on_result(a, now_ms)`` once the client knows the outcome (``a.status``; ``a.svc_ms``).
+   reject (``retry_after_ms``; ``final`` = the request must not be retried), reroute (``target``
+   endpoint index) or wait (the policy keeps the attempt until it calls ``ctx.dispatch(a, t)``
+   or ``ctx.reject(a, t, retry_after_ms)``: a gateway-side queue, e.g. for a concurrency slot).
+   ``applied`` and ``directive`` are what the event records.
+2. ``on_result(a, now_ms)`` once the client knows the outcome (``a.status``; ``a.svc_ms``), and
+   ``on_service_done(a, now_ms)`` once the service is done with a dispatched attempt (later than
+   ``on_result`` when the client timed out first).
 3. ``retry_delay_ms(a, client_ms)`` when the client retries: the delay to use (the client's own
    unless the policy replaces the backoff, as ``backoff-jitter`` does).
 
@@ -28,6 +32,7 @@ ADMIT: Final = 0
 DEFER: Final = 1
 REJECT: Final = 2
 REROUTE: Final = 3
+WAIT: Final = 4  # held by the policy until it calls ``ctx.dispatch`` or ``ctx.reject``
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,11 @@ class GatewayPolicy:
 
     def retry_delay_ms(self, a: Attempt, client_ms: int) -> int:
         return client_ms
+
+    def on_service_done(self, a: Attempt, now_ms: int) -> None:
+        """The service finished (or refused) a dispatched attempt: what a gateway in front of
+        the service sees, even after the client gave up (``on_result`` is what the client sees)."""
+        return None
 
 
 class Policy:

@@ -17,14 +17,30 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from detectors.governor import Governor, GovernorConfig
-from gateway.enforce import DEFER_KIND, REJECT_KIND, REROUTE_KIND, DirectiveTable, RequestMeta
+from gateway.enforce import (
+    DEFER_KIND,
+    QUEUE_KIND,
+    REJECT_KIND,
+    REROUTE_KIND,
+    DirectiveTable,
+    RequestMeta,
+)
 from schemas.columns import EventColumns
 from schemas.directive import Directive
-from sim.context import SimContext
+from sim.context import K_DISPATCH, SimContext
 from sim.errors import ScenarioError
 from sim.events import ColumnBuilder
 from sim.model import Attempt
-from sim.policies.base import ADMITTED, DEFER, REJECT, REROUTE, Decision, GatewayPolicy, Policy
+from sim.policies.base import (
+    ADMITTED,
+    DEFER,
+    REJECT,
+    REROUTE,
+    WAIT,
+    Decision,
+    GatewayPolicy,
+    Policy,
+)
 
 
 class _GovernorOutput(Protocol):
@@ -58,6 +74,13 @@ class _GovernedGateway(GatewayPolicy):
         )
         d = table.admit(meta, SimContext.EPOCH_MS + now_ms, ctx.rng)
         kind = d.kind
+        a.slot = d.slot
+        if kind == QUEUE_KIND:
+            if table.enqueue(d.directive_id, a.priority, a):
+                ctx.call_at(now_ms + d.delay_ms, self._give_up(a, d.directive_id, d.retry_after_ms))
+                return Decision(code=WAIT, applied=d.applied,
+                                directive=ctx.intern_directive(d.directive_id))
+            return ADMITTED
         if kind == DEFER_KIND:
             return Decision(code=DEFER, hold_ms=d.delay_ms, applied=d.applied,
                             directive=ctx.intern_directive(d.directive_id))
@@ -70,6 +93,30 @@ class _GovernedGateway(GatewayPolicy):
                 return Decision(code=REROUTE, target=target, applied=d.applied,
                                 directive=ctx.intern_directive(d.directive_id))
         return ADMITTED
+
+    def _give_up(self, a: Attempt, directive_id: str, retry_after_ms: int) -> Callable[[int], None]:
+        def expire(now_ms: int) -> None:
+            if self.table.cancel(directive_id, a):
+                self.ctx.reject(a, now_ms, retry_after_ms)
+
+        return expire
+
+    def on_service_done(self, a: Attempt, now_ms: int) -> None:
+        # the slot is the service's: it is held until the service is done with the attempt,
+        # even when its client gave up earlier (a gateway in front of the service sees that)
+        if a.slot:
+            slot, a.slot = a.slot, ""
+            for w in self.table.release(slot):
+                self._send_held(w, slot, now_ms)
+
+    def pump(self, now_ms: int) -> None:
+        for w, slot in self.table.pump():
+            self._send_held(w, slot, now_ms)
+
+    def _send_held(self, w: object, slot: str, now_ms: int) -> None:
+        assert isinstance(w, Attempt)
+        w.slot = slot
+        self.ctx.push(now_ms, K_DISPATCH, w)  # from the loop: a dispatch may free a slot again
 
 
 def _replace(obj: Any, params: dict[str, Any], where: str) -> Any:
@@ -111,13 +158,13 @@ class GovernorPolicy(Policy):
         self.builder = ColumnBuilder(ctx)
         self.cursor = 0
         self.issued: list[tuple[int, Directive]] = []
-        self.tables: list[DirectiveTable] = []
+        self.gateways: list[_GovernedGateway] = []
         self.stop_ms = ctx.scenario.duration_ms + ctx.scenario.max_drain_ms()
         self.counts = {"ticks": 0, "events": 0, "late_events": 0}
 
     def gateway(self, gateway: int) -> GatewayPolicy:
         gw = _GovernedGateway(self.ctx, gateway)
-        self.tables.append(gw.table)
+        self.gateways.append(gw)
         return gw
 
     def start(self) -> None:
@@ -131,6 +178,9 @@ class GovernorPolicy(Policy):
             self.governor.ingest(self.builder.build(batch))
             self.counts["events"] += len(batch)
         out = self.governor.advance(SimContext.EPOCH_MS + now_ms)
+        for gw in self.gateways:  # waiters of limits that expired meanwhile go (fail open)
+            if gw.table.has_orphans:
+                gw.pump(now_ms)
         self.counts["ticks"] += 1
         self.counts["late_events"] += _count(getattr(out, "late_events", 0))
         for d in out.directives:
@@ -141,8 +191,9 @@ class GovernorPolicy(Policy):
 
     def _deliver(self, d: Directive) -> Callable[[int], None]:
         def apply(now_ms: int) -> None:
-            for table in self.tables:
-                table.apply(d, SimContext.EPOCH_MS + now_ms)
+            for gw in self.gateways:
+                gw.table.apply(d, SimContext.EPOCH_MS + now_ms)
+                gw.pump(now_ms)
 
         return apply
 

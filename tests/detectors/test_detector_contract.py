@@ -88,7 +88,14 @@ def test_baseline_is_protected_from_the_anomaly(det_cls: type[Detector]) -> None
         # learned a whole history scores exactly like a fresh one
         warm = det_cls()
         run(warm, steps[:91])
-        np.testing.assert_array_equal(run(warm, steps[91:]), run(det_cls(), steps[91:]))
+        got, fresh = run(warm, steps[91:]), run(det_cls(), steps[91:])
+        if getattr(det_cls, "holds_blind_reading", False):
+            # where too few attempts completed to read the service, a physical detector may hold
+            # its last reading (a memory of the service, not a learned normal): compare the rest
+            seen = np.array([f["attempts"] - f["rejected"] >= det_cls.config_type().min_ran / 2
+                             for f in steps[91:]])
+            got, fresh = got[seen], fresh[seen]
+        np.testing.assert_array_equal(got, fresh)
         return
     det = det_cls()
     scores = run(det, steps[:91])

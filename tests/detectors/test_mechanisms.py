@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from detectors import actions
+from detectors import actions, laws
 from detectors.config import GovernorConfig
 from detectors.layout import N_PRIORITIES, N_SUM, PRIO0
 from detectors.policy import Planned, Policy, PolicyConfig
@@ -78,6 +78,9 @@ def ctx_for(prio: list[int], **features: float) -> actions.EvalContext:
         "capacity_per_s": 0.0,
         "utilization": 0.0,
         "throttled": 0.0,
+        "ok_latency_mean_ms": 0.0,
+        "in_flight": 0.0,
+        "queued": 0.0,
     } | features
     return actions.EvalContext(
         [KEY, ("P", "llm", "t")],
@@ -138,66 +141,56 @@ def admission(prio: list[int], **features: float) -> Planned:
     return planned[0]
 
 
-def test_a_binding_throttle_holds_where_clients_give_up_and_relaxes_where_none_do() -> None:
-    # the throttle paces 30 of 150 attempts: completions come at the admitted rate (150/s = the
-    # capacity), so they show no excess. Where clients time out (patience 2 s) the lowest class
-    # stays constrained; where none ever did, nothing is planned and the throttle relaxes
-    prio = [60, 0, 0, 0, 0, 0, 0, 90, 0, 0]
-    held = admission(prio, capacity_per_s=150.0, throttled=30.0, patience_ms=2_000.0)
-    assert held.scope.min_priority == 7
-    # horizon max(2 s, patience / 2) = 2 s: admit = 150 x (1 + 20 / 2000) = 151.5, minus class 0
-    assert held.action.rate_per_s == pytest.approx(151.5 - 60.0)
-    free = overload.plan(
-        ctx_for(prio, capacity_per_s=150.0, throttled=30.0), GovernorConfig(), 0, KEY, 0
-    )
-    assert free == []
+def test_concurrency_limit_is_littles_law_with_headroom() -> None:
+    # 150 completions/s at saturation, 200 ms in service: 30 slots busy; 25 % headroom -> 38
+    assert laws.concurrency_limit(150.0, 200.0, 0.25) == 38
+    # a 5x slower service serves 5x less: the same slots, the same cap (it clocks itself)
+    assert laws.concurrency_limit(30.0, 1_000.0, 0.25) == 38
+    assert laws.concurrency_limit(0.5, 100.0, 0.25) == 1  # at least one request in flight
+    assert laws.concurrency_limit(0.0, 200.0, 0.25) == 0  # capacity unknown: nothing sized
 
 
-def test_admission_gives_the_low_class_what_capacity_leaves_above_it() -> None:
-    # capacity 150/s, no standing queue, priority 0 completes 60/s, priority 7 arrives at
-    # 2 x capacity (the queue's growth); no client timed out yet, so the horizon is the hold cap
-    # (10 s): admit = 150 x (1 + 20 / 10000) = 150.3, class 7 gets 150.3 - 60, paced by the
-    # gateways in proportion to their traffic
-    p = admission([60, 0, 0, 0, 0, 0, 0, 90, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0)
-    assert p.scope.min_priority == 7
-    assert p.action.type == "throttle"
-    assert p.action.rate_per_s == pytest.approx(150.3 - 60.0)
+def test_overload_caps_in_flight_at_the_services_slots() -> None:
+    # capacity 150/s, answers 260 ms of which 60 ms is the queue's wait: 200 ms in service,
+    # 30 slots, cap 38 for the endpoint, apportioned by the gateways' traffic
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, ok_latency_mean_ms=260.0,
+                  observed_wait_ms=60.0, queued=1.0, in_flight=60.0)
+    assert p.action.type == "limit"
+    assert p.scope == Scope(endpoint="llm")  # priorities: the gateways' wait queues order them
+    assert p.action.max_inflight == 38
     assert dict(p.action.shares) == {"gw0": 0.75, "gw1": 0.25}
-    assert p.evidence["admit_per_s"] == pytest.approx(150.3)
-    assert p.evidence["demand_per_s"] == pytest.approx(300.0)
+    assert p.evidence["sized_inflight"] == 38 and p.evidence["probe_inflight"] == 0
 
 
-def test_admission_drains_a_standing_queue_but_never_shuts_the_endpoint() -> None:
-    # a 1 s wait to drain within half the patience: admit = 150 x (1 + (20 - 1000) / 2000) = 76.5
-    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0,
-                  observed_wait_ms=1_000.0, patience_ms=4_000.0)
-    assert p.action.rate_per_s == pytest.approx(76.5)
-    # a wait far beyond the horizon would ask for 0; half the capacity still flows
-    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0,
-                  observed_wait_ms=30_000.0, patience_ms=4_000.0)
-    assert p.action.rate_per_s == pytest.approx(75.0)
+def test_a_cap_that_binds_without_a_queue_is_probed_upwards() -> None:
+    # the cap binds (30 of 150 attempts waited) but the service shows no queue: the capacity it
+    # was sized from is stale (a fault ended): (1 + headroom) x what is in flight now
+    p = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
+                  throttled=30.0, in_flight=20.0)
+    assert p.evidence["sized_inflight"] == 13
+    assert p.action.max_inflight == 25  # ceil(20 x 1.25)
+    # the same with a queue standing: the law holds, no probe
+    q = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
+                  throttled=30.0, in_flight=20.0, queued=1.0)
+    assert q.action.max_inflight == 13
 
 
-def test_admission_widens_the_class_when_the_priorities_above_overrun_it() -> None:
-    # priority 3 alone completes 200/s against a capacity of 150/s: admitting more of it only
-    # makes all of it late, so priorities >= 3 are the class, throttled to the admitted rate
-    p = admission([0, 0, 0, 200, 0, 0, 0, 100, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0)
-    assert p.scope.min_priority == 3
-    assert p.action.rate_per_s == pytest.approx(150.3)
+def test_a_collapse_that_answers_nothing_halves_what_is_in_flight() -> None:
+    # no success to size the cap from (capacity unknown): halve what is in flight
+    p = admission([0] * 7 + [150, 0, 0], in_flight=90.0)
+    assert p.action.max_inflight == 45 and p.evidence["backoff_inflight"] == 45
 
 
-def test_admission_paces_for_what_the_clients_wait() -> None:
-    # patience 4 s, answer ~100 ms + the 20 ms target: a paced request may wait at the gateway
-    # 0.9 x 4000 - 120 ms; without a known patience, up to the hold cap
-    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0,
+def test_requests_wait_for_a_slot_a_share_of_the_clients_patience() -> None:
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, ok_latency_mean_ms=200.0,
                   patience_ms=4_000.0)
-    assert p.action.max_delay_ms == int(0.9 * 4_000 - 200 - 20)
-    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, arrival_ratio=2.0)
+    assert p.action.max_delay_ms == int(0.9 * 4_000)
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, ok_latency_mean_ms=200.0)
     assert p.action.max_delay_ms == OverloadConfig().hold_max_ms
 
 
-def test_no_admission_without_excess_demand() -> None:
-    ctx = ctx_for([0] * 7 + [100, 0, 0], capacity_per_s=150.0)
+def test_nothing_is_planned_with_nothing_to_size_from() -> None:
+    ctx = ctx_for([0] * 7 + [100, 0, 0])
     assert overload.plan(ctx, GovernorConfig(), 0, KEY, 0) == []
 
 

@@ -67,17 +67,17 @@ def test_fast_failures_retried_in_phase_are_no_storm_while_nothing_is_wasted(rat
 def test_overload_admits_once_latency_turns_into_work_for_nobody(rate: float) -> None:
     """The pattern's latency quadruples over 2 s and its clients start timing out at +2 s:
     waiting is not waste, work that finishes after its client gave up is. The overload rule
-    throttles the lowest priorities within a second of the first timeouts it sees, none before the
+    caps the requests in flight within a second of the first timeouts it sees, none before the
     onset. Events are stamped at completion: the first attempts to time out (started at +2 s)
     are seen when their clients give up, one client timeout later."""
     sc, outs = run("saturation", rate)
     ds = directives(outs)
     d = first_after_onset(sc, ds, "overload")
     assert 0 <= delay_ms(sc, d) <= 2_000 + CLIENT_TIMEOUT_MS + 1_000
-    assert d.action.type == "throttle" and d.action.max_delay_ms > 0
+    assert d.action.type == "limit" and d.action.max_delay_ms > 0
     assert d.scope.endpoint == "chat" and d.scope.tenant is None
-    assert d.scope.min_priority is not None and d.scope.min_priority >= 5  # lowest first
-    assert "admit = capacity" in str(d.reason.evidence["law"])
+    assert d.action.max_inflight >= 1
+    assert "max_inflight = capacity" in str(d.reason.evidence["law"])
     assert not [x for x in within_traffic(sc, ds) if x.issued_ms < EPOCH_MS + sc.onset_ms]
 
 

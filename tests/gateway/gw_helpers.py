@@ -72,6 +72,19 @@ class FakeGateway:
         req = RequestMeta(endpoint, tenant, agent_id, priority, attempt, depth)
         return self.table.admit(req, now_ms(), self.rng)
 
+    def wait_slot(self, d: Decision, priority: int = 0) -> Decision:
+        """No waiting here (the real ``Gateway`` parks the request): a full limit rejects."""
+        if d.kind != "queue":
+            return d
+        return Decision("reject", retry_after_ms=d.retry_after_ms, directive_id=d.directive_id,
+                        applied=d.applied)
+
+    async def wait_slot_async(self, d: Decision, priority: int = 0) -> Decision:
+        return self.wait_slot(d, priority)
+
+    def done(self, d: Decision) -> None:
+        self.table.release(d.slot)
+
     def emit(self, event: RequestEvent) -> None:
         self.events.append(event)
 

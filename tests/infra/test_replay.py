@@ -90,12 +90,12 @@ def test_replay_compare_and_what_if(
     assert compare["both"] == compare["recorded"] > 0  # type: ignore[index]
 
     what_if = tmp_path / "what-if.toml"
-    what_if.write_text("[governor.overload]\nhold_share = 0.5\n")  # pace for half as long
+    what_if.write_text("[governor.overload]\nhold_share = 0.5\n")  # wait for a slot half as long
     changed = replay_events(events, load_governor_config(what_if)).directives
 
     def holds(ds: list[Directive]) -> list[int]:
         return [d.action.max_delay_ms for d in ds
-                if d.reason.detector == "overload" and d.action.type == "throttle"]
+                if d.reason.detector == "overload" and d.action.type == "limit"]
 
     assert holds(changed) and max(holds(changed)) < min(h for h in holds(live) if h > 0)
 

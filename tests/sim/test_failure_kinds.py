@@ -136,7 +136,7 @@ def test_sustained_organic_overload_is_admitted_at_capacity_without_storm_direct
     assert storm_directives("organic-overload") == []
     assert metrics["waste_fraction"] <= 0.5 * run("organic-overload", "none")[0]["waste_fraction"]
     assert goodput("organic-overload", "governor") >= goodput("organic-overload", "token-bucket")
-    assert any(d.reason.detector == "overload" and d.action.type == "throttle" for d in ds)
+    assert any(d.reason.detector == "overload" and d.action.type == "limit" for d in ds)
 
 
 @pytest.mark.parametrize("name", ["permanent-slowdown", "surge-that-drains", "error-blips"])
