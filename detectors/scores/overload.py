@@ -207,8 +207,9 @@ def plan(
     wait at their gateway (most important priority first) instead of in the service's queue,
     where the client's clock runs and the most important requests wait behind the rest; one
     that cannot get a slot within the hold budget (a share of the clients' patience) is
-    rejected. A cap that binds while the service shows no queue is probed upwards: ``1 +
-    limit_headroom`` times what is in flight then (the capacity it was sized from may be stale)."""
+    rejected. A cap that binds while the service shows no queue and no client times out is probed
+    upwards: ``1 + limit_headroom`` times what is in flight then (the capacity it was sized from
+    may be stale; where clients time out, what is in flight counts their waits, not service)."""
     ocfg = config.overload
     f = ctx.features
     cap = float(f["capacity_per_s"][row])
@@ -220,7 +221,8 @@ def plan(
     attempts = float(f["attempts"][row])
     binding = attempts > 0 and float(f["throttled"][row]) / attempts >= ocfg.bind_lo
     probe = 0
-    if binding and float(f["queued"][row]) < 0.5:
+    quiet = float(f["queued"][row]) < 0.5 and float(f["timeout_fraction"][row]) < ocfg.nobody_lo
+    if binding and quiet:
         probe = math.ceil(in_flight * (1.0 + ocfg.limit_headroom))
     # nothing answers in time to size it from (a collapse at cold start): halve what is in
     # flight, so the service drains until its answers can be measured

@@ -81,6 +81,7 @@ def ctx_for(prio: list[int], **features: float) -> actions.EvalContext:
         "ok_latency_mean_ms": 0.0,
         "in_flight": 0.0,
         "queued": 0.0,
+        "timeout_fraction": 0.0,
     } | features
     return actions.EvalContext(
         [KEY, ("P", "llm", "t")],
@@ -173,6 +174,10 @@ def test_a_cap_that_binds_without_a_queue_is_probed_upwards() -> None:
     q = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
                   throttled=30.0, in_flight=20.0, queued=1.0)
     assert q.action.max_inflight == 13
+    # ... or with clients timing out: what is in flight then counts their waits, not service
+    t = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
+                  throttled=30.0, in_flight=20.0, timeout_fraction=0.2)
+    assert t.action.max_inflight == 13
 
 
 def test_a_collapse_that_answers_nothing_halves_what_is_in_flight() -> None:
