@@ -10,8 +10,8 @@ broader. Shared here:
   excess load, never below a given floor;
 - ``throttle``: a rate for a scope as a whole, apportioned per gateway by its observed share of
   the scope's attempts (mid horizon);
-- ``target_wait_ms`` / ``hold_ms``: the standing queue the admission law keeps, and how long a
-  paced request may wait at a gateway (overload admission and contention pace alike).
+- ``target_wait_ms`` / ``hold_ms``: the standing queue a paced throttle keeps, and how long a
+  paced request may wait at a gateway (the contention rule's pacing).
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def gateway_shares(
 
 
 def target_wait_ms(floor_ms: float, config: OverloadConfig) -> float:
-    """The standing queue to hold: enough that no slot idles and the service stays measurably
-    busy (``queued``), so its capacity keeps being measured while it is throttled."""
+    """The standing queue a paced throttle keeps: enough that no slot idles and the service stays
+    measurably busy (``queued``), so its capacity keeps being measured while it is throttled."""
     return max(float(config.target_wait_min_ms), config.target_wait_share * floor_ms)
 
 

@@ -3,16 +3,6 @@
 Each law is a few lines with a physical meaning; the README of concurrency-limits is the model
 (explain the maths, then ten lines). Times are ms, rates per second.
 
-**Fluid queue.** A service with capacity ``mu`` (completions/s) and a queue whose wait is ``w``
-holds ``Q = mu * w`` of work (Little's law, ``L = lambda * W``). Admitting ``a`` per second changes
-the queue by ``a - mu`` per second, so to bring the wait from ``w`` to a target ``w*`` within a
-horizon ``T`` one admits
-
-    a = mu * (1 + (w* - w) / T)                                     (``admission_rate``)
-
-clamped at 0: a standing queue of work nobody waits for drains at full speed, and an idle service
-(``w = 0 < w*``) is offered a little more than it serves, which probes for headroom.
-
 **Concurrency** (``concurrency_limit``). At saturation every slot is busy, so Little's law gives
 the service's slots as ``N = mu * S`` (capacity times the mean time in service ``S``, the
 answer time without the queue's wait). A cap of ``N * (1 + h)`` requests in flight keeps at most
@@ -56,17 +46,6 @@ import numpy as np
 from detectors.layout import F64
 
 _Z = NormalDist().inv_cdf
-
-
-def admission_rate(
-    capacity_per_s: F64, wait_ms: F64, target_wait_ms: F64, horizon_ms: float
-) -> F64:
-    """Admitted rate that moves the queue wait from ``wait_ms`` to ``target_wait_ms`` within
-    ``horizon_ms`` at ``capacity_per_s`` (fluid queue), never below 0."""
-    out: F64 = np.maximum(
-        capacity_per_s * (1.0 + (target_wait_ms - wait_ms) / float(horizon_ms)), 0.0
-    )
-    return out
 
 
 def concurrency_limit(capacity_per_s: float, service_ms: float, headroom: float) -> int:

@@ -52,15 +52,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class OverloadConfig(DetectorConfig):
-    """Score knobs (shares of attempts; ratios of latency to patience) and the admission law's
-    (``detectors.laws.admission_rate``): ``target_wait_share`` of the no-load latency (at least
-    ``target_wait_min_ms``) is the standing queue kept so that no slot idles, ``horizon_ms`` the
-    time in which a deviation from it is corrected; paced requests wait at a gateway at most
-    ``hold_share`` of the clients' patience minus the answer time at the target wait, at most
-    ``hold_max_ms`` (and
-    that long while no client has timed out yet: the excess then waits at the gateway about as
-    long as it would have waited in the service's queue, which its clients evidently accept, but
-    a held request whose client gave up is never sent)."""
+    """Score knobs (shares of attempts; ratios of latency to patience) and the concurrency cap's
+    (``detectors.laws.concurrency_limit``): ``limit_headroom`` above the service's slots;
+    requests wait at a gateway for a slot at most ``hold_share`` of the clients' patience, at
+    most ``hold_max_ms`` (and that long while no client has timed out yet), then are rejected
+    with at least ``retry_after_min_ms``; ``blind_hold_evals``: how long the last reading holds
+    while too few attempts complete to read the service. ``target_wait_share`` of the no-load
+    latency (at least ``target_wait_min_ms``) is the standing queue the contention rule's paced
+    throttle keeps (``detectors.actions.hold_ms``)."""
 
     nobody_lo: float = 0.02
     nobody_hi: float = 0.10
@@ -76,8 +75,6 @@ class OverloadConfig(DetectorConfig):
     min_ran: float = 10.0
     target_wait_share: float = 1.0
     target_wait_min_ms: int = 20
-    min_admit_share: float = 0.5
-    horizon_ms: int = 2_000
     hold_share: float = 0.9
     hold_max_ms: int = 10_000
     limit_headroom: float = 0.25
@@ -93,8 +90,8 @@ class OverloadConfig(DetectorConfig):
                 raise ConfigError(f"OverloadConfig.{hi} must be > {lo}")
         if not 0 < self.binding_weight < 1:
             raise ConfigError("OverloadConfig.binding_weight must be in (0, 1)")
-        if self.horizon_ms <= 0:
-            raise ConfigError("OverloadConfig.horizon_ms must be > 0")
+        if self.limit_headroom < 0:
+            raise ConfigError("OverloadConfig.limit_headroom must be >= 0")
         if not 0 < self.hold_share <= 1:
             raise ConfigError("OverloadConfig.hold_share must be in (0, 1]")
 
