@@ -87,9 +87,10 @@ class Gateway:
         self._clock_ms = clock_ms
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._c = Counters()
-        # Serialises table changes (control thread, expiry tick). ``admit`` takes no lock: the
-        # table's index is copy-on-write, and a token bucket's read-modify-write could only be
-        # interleaved by a GIL switch in the middle of it (rare: one extra admitted request).
+        # Serialises table changes (control thread, expiry tick) and the decisions of ``admit``
+        # once anything is in force (nothing in force: no lock): a concurrency limit's slot
+        # count is read and written by admitting threads and by completing ones (``done``), and
+        # an interleaved update would leak or double-count a slot for the episode.
         self._lock = threading.Lock()
         self._table = DirectiveTable(gateway_id, lazy_purge=False)  # purged by _tick, locked
         self._bypass = False  # True while failing open
@@ -179,9 +180,10 @@ class Gateway:
         if table.empty or self._bypass:
             self._c.admitted += 1
             return ADMIT
-        d = table.decide(
-            endpoint, tenant, agent_id, priority, attempt, depth, self._clock_ms(), self._rng
-        )
+        with self._lock:  # a concurrency slot must not be taken while another is freed
+            d = table.decide(
+                endpoint, tenant, agent_id, priority, attempt, depth, self._clock_ms(), self._rng
+            )
         if d is ADMIT:
             self._c.admitted += 1
             return d
@@ -254,8 +256,7 @@ class Gateway:
         if d.kind != QUEUE_KIND:
             return d
         w = _ThreadWaiter()
-        with self._lock:
-            parked = self._table.enqueue(d.directive_id, priority, w)
+        parked = self._park(d, priority, w)
         if parked:
             w.event.wait(d.delay_ms / 1000)
         return self._after_wait(d, w, parked)
@@ -265,12 +266,20 @@ class Gateway:
         if d.kind != QUEUE_KIND:
             return d
         w = _AsyncWaiter(asyncio.get_running_loop())
-        with self._lock:
-            parked = self._table.enqueue(d.directive_id, priority, w)
+        parked = self._park(d, priority, w)
         if parked:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(w.future), d.delay_ms / 1000)
         return self._after_wait(d, w, parked)
+
+    def _park(self, d: Decision, priority: int, w: _ThreadWaiter | _AsyncWaiter) -> bool:
+        """Queue ``w`` for a slot of ``d``'s limit; False when the limit is gone (admit)."""
+        with self._lock:
+            granted = self._table.enqueue(d.directive_id, priority, w)
+        if granted is None:
+            return False
+        wake_all([(g, d.directive_id) for g in granted])  # a slot freed since the decision
+        return True
 
     def _after_wait(self, d: Decision, w: _ThreadWaiter | _AsyncWaiter, parked: bool) -> Decision:
         if parked and not w.woken:

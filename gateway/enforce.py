@@ -203,10 +203,6 @@ class _Entry:
         return self.tokens
 
 
-def _by_rank(w: tuple[int, int, object]) -> tuple[int, int]:
-    return (w[0], w[1])
-
-
 def _order(e: _Entry) -> tuple[int, str]:
     return (-e.directive.scope.specificity(), e.id)
 
@@ -292,7 +288,8 @@ class DirectiveTable:
     def _rebuild(self, entries: dict[str, _Entry]) -> None:
         for k, e in self._entries.items():
             if e.waiting and entries.get(k) is not e:
-                self._orphans.extend(w for _, _, w in sorted(e.waiting, key=_by_rank))
+                # (priority, arrival number) is unique: the waiters themselves are never compared
+                self._orphans.extend(w for _, _, w in sorted(e.waiting))
                 e.waiting = []
         ordered = sorted(entries.values(), key=_order)
         wildcard = tuple(e for e in ordered if e.directive.scope.endpoint is None)
@@ -432,15 +429,19 @@ class DirectiveTable:
         """Waiters whose limit is gone are ready for ``pump``."""
         return bool(self._orphans)
 
-    def enqueue(self, directive_id: str, priority: int, waiter: object) -> bool:
+    def enqueue(self, directive_id: str, priority: int, waiter: object) -> list[object] | None:
         """Park ``waiter`` for a slot of limit ``directive_id`` (after a ``"queue"`` decision).
-        False when that limit is gone: admit the request."""
+        None when that limit is gone: admit the request. Otherwise the waiters granted a slot at
+        once (``waiter`` among them when a slot came free between the decision and this call):
+        the caller wakes them, as after ``release``."""
         e = self._entries.get(directive_id)
         if e is None or e.op != _LIMIT:
-            return False
+            return None
         e.seq += 1
         heapq.heappush(e.waiting, (priority, e.seq, waiter))
-        return True
+        granted: list[object] = []
+        e.grant(granted)
+        return granted
 
     def cancel(self, directive_id: str, waiter: object) -> bool:
         """Take ``waiter`` out of the queue (its wait ran out). False when it is not waiting

@@ -49,8 +49,8 @@ class SimContext:
         self.directive_ids: list[str] = [""]
         self._directive_index: dict[str, int] = {"": 0}
         self._agent_ids: list[list[str]] = [[] for _ in scenario.tenants]
-        # set by the engine: send a held attempt on now / reject it (policies that ``WAIT``)
-        self.dispatch: Callable[[Any, int], None] = _unset
+        # set by the engine: reject an attempt a policy held (``WAIT``); a held attempt is sent
+        # by pushing ``K_DISPATCH`` for it
         self.reject: Callable[[Any, int, int], None] = _unset
 
     def push(self, t_ms: int, kind: int, obj: Any) -> None:

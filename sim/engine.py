@@ -128,7 +128,6 @@ class Engine:
         self.tenant_endpoints = [
             tuple(self.ctx.endpoint_index[e] for e in t.endpoints) for t in scenario.tenants
         ]
-        self.ctx.dispatch = self._dispatch
         self.ctx.reject = self._reject_held
 
     # --- ids -------------------------------------------------------------------------------
@@ -240,7 +239,7 @@ class Engine:
         a.applied = d.applied
         a.directive = d.directive
         code = d.code
-        if code == WAIT:  # the policy holds it: it calls ctx.dispatch or ctx.reject later
+        if code == WAIT:  # the policy holds it: it pushes K_DISPATCH or calls ctx.reject later
             return
         if code == DEFER:
             self.ctx.push(now + d.hold_ms, K_DISPATCH, a)

@@ -7,8 +7,8 @@ flags: ``drop_expired`` (services discard queued work whose client gave up) and 
 
 1. ``admit(a, now_ms) -> Decision``: admit, defer (hold ``hold_ms`` at the gateway, then send),
    reject (``retry_after_ms``; ``final`` = the request must not be retried), reroute (``target``
-   endpoint index) or wait (the policy keeps the attempt until it calls ``ctx.dispatch(a, t)``
-   or ``ctx.reject(a, t, retry_after_ms)``: a gateway-side queue, e.g. for a concurrency slot).
+   endpoint index) or wait (the policy keeps the attempt until it pushes ``K_DISPATCH`` for it
+   or calls ``ctx.reject(a, t, retry_after_ms)``: a gateway-side queue, e.g. a concurrency slot).
    ``applied`` and ``directive`` are what the event records.
 2. ``on_result(a, now_ms)`` once the client knows the outcome (``a.status``; ``a.svc_ms``), and
    ``on_service_done(a, now_ms)`` once the service is done with a dispatched attempt (later than
@@ -32,7 +32,7 @@ ADMIT: Final = 0
 DEFER: Final = 1
 REJECT: Final = 2
 REROUTE: Final = 3
-WAIT: Final = 4  # held by the policy until it calls ``ctx.dispatch`` or ``ctx.reject``
+WAIT: Final = 4  # held by the policy until it pushes ``K_DISPATCH`` or calls ``ctx.reject``
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,11 +76,14 @@ class _GovernedGateway(GatewayPolicy):
         kind = d.kind
         a.slot = d.slot
         if kind == QUEUE_KIND:
-            if table.enqueue(d.directive_id, a.priority, a):
-                ctx.call_at(now_ms + d.delay_ms, self._give_up(a, d.directive_id, d.retry_after_ms))
-                return Decision(code=WAIT, applied=d.applied,
-                                directive=ctx.intern_directive(d.directive_id))
-            return ADMITTED
+            granted = table.enqueue(d.directive_id, a.priority, a)
+            if granted is None:
+                return ADMITTED
+            for w in granted:  # none here: nothing frees a slot between decision and queueing
+                self._send_held(w, d.directive_id, now_ms)
+            ctx.call_at(now_ms + d.delay_ms, self._give_up(a, d.directive_id, d.retry_after_ms))
+            return Decision(code=WAIT, applied=d.applied,
+                            directive=ctx.intern_directive(d.directive_id))
         if kind == DEFER_KIND:
             return Decision(code=DEFER, hold_ms=d.delay_ms, applied=d.applied,
                             directive=ctx.intern_directive(d.directive_id))

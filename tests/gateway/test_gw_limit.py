@@ -32,7 +32,7 @@ def test_slots_then_queue_then_handed_on_by_priority() -> None:
     assert full.kind == QUEUE_KIND and full.delay_ms == 1_000 and full.retry_after_ms == 250
     assert t.admit(RequestMeta("other"), NOW, RNG).kind == ADMIT_KIND  # other endpoints: free
     late, urgent = object(), object()
-    assert t.enqueue("lim", 7, late) and t.enqueue("lim", 1, urgent)
+    assert t.enqueue("lim", 7, late) == [] and t.enqueue("lim", 1, urgent) == []
     assert t.release(a.slot) == [urgent]  # the most important waiter first
     assert t.release(b.slot) == [late]
     assert t.release("lim") == [] and t.release("lim") == []  # nothing waits: slots free up
@@ -44,7 +44,7 @@ def test_a_waiter_whose_wait_ran_out_is_cancelled() -> None:
     t.apply(limit(1), NOW)
     held = t.admit(req(), NOW, RNG)
     w = object()
-    assert t.enqueue("lim", 0, w)
+    assert t.enqueue("lim", 0, w) == []
     assert t.cancel("lim", w) and not t.cancel("lim", w)
     assert t.release(held.slot) == []
 
@@ -55,13 +55,26 @@ def test_raised_released_or_expired_limits_let_waiters_go() -> None:
     t.admit(req(), NOW, RNG)
     w1, w2, w3 = object(), object(), object()
     for w in (w1, w2, w3):
-        assert t.enqueue("lim", 0, w)
+        assert t.enqueue("lim", 0, w) == []
     t.apply(limit(2, issued=NOW + 10), NOW + 10)  # a refresh that raises the cap
     assert t.pump() == [(w1, "lim")]
     t.apply(Directive("lim", NOW + 20, NOW + 20, Scope(endpoint="llm"), Action("release"),
                       Reason("overload", 0.0)), NOW + 20)
     assert t.pump() == [(w2, ""), (w3, "")]  # the limit is gone: fail open
-    assert not t.enqueue("lim", 0, object())  # nothing to wait for: admit
+    assert t.enqueue("lim", 0, object()) is None  # nothing to wait for: admit
+
+
+def test_a_slot_freed_between_the_decision_and_the_queueing_is_granted_at_once() -> None:
+    # another thread completes its request after this one was told "queue" but before it
+    # queued: the waiter must not wait for a slot that is already free
+    t = DirectiveTable("gw")
+    t.apply(limit(1), NOW)
+    held = t.admit(req(), NOW, RNG)
+    assert t.admit(req(), NOW, RNG).kind == QUEUE_KIND
+    assert t.release(held.slot) == []  # nobody waits yet: the slot is simply free
+    w = object()
+    assert t.enqueue("lim", 0, w) == [w]
+    assert t.admit(req(), NOW, RNG).kind == QUEUE_KIND  # w holds the one slot
 
 
 def test_a_zero_wait_limit_rejects_at_once() -> None:
