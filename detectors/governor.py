@@ -6,15 +6,15 @@ scores every detector and runs the policy. Nothing reads a clock, so live, repla
 runs of the same events give the same output, however the events were split into batches (rows,
 baselines and decisions depend only on closed buckets).
 
-**Sources.** Events arrive from one or more *sources* (a worker's Kafka partitions; everything
-else uses the default source 0). Each source is in log order; sources are not ordered against
-each other. The watermark is the minimum over the active sources of their newest event time minus
-the allowed lateness, so a source that lags behind another does not see its events turned late by
-the other's progress. ``expect(source)`` registers a source before its first event (it holds the
-watermark back until it speaks or is marked idle); ``set_idle(source)`` excludes a source that has
-nothing to say (Flink's idle sources) until its next event. When every source is registered
-before any is fed and none is idle, each event's lateness depends only on its own source's order,
-so the outputs do not depend on how the sources were interleaved.
+**Sources.** Events arrive from one or more *sources* (a worker's gateways within each Kafka
+partition; everything else uses the default source 0). Each source is in log order; sources are not
+ordered against each other. The watermark is the minimum over the active sources of their newest
+event time minus the allowed lateness, so a source that lags behind another does not see its events
+turned late by the other's progress. ``expect(source)`` registers a source before its first event
+(it holds the watermark back until it speaks or is marked idle); ``set_idle(source)`` excludes a
+source that has nothing to say (Flink's idle sources) until its next event. When every source is
+registered before any is fed and none is idle, each event's lateness depends only on its own
+source's order, so the outputs do not depend on how the sources were interleaved.
 
 Outputs per boundary ``t``:
 
@@ -101,6 +101,16 @@ class Governor:
             self._idle_sources.add(source)
         else:
             self._idle_sources.discard(source)
+
+    def forget(self, source: int) -> None:
+        """Drop ``source`` (a gateway gone for good): it no longer holds the watermark, and its
+        next event, if any, starts it again."""
+        self._source_max_ms.pop(source, None)
+        self._idle_sources.discard(source)
+
+    def source_newest_ms(self, source: int) -> int | None:
+        """The newest event time of ``source`` (None: unknown, or no event yet)."""
+        return self._source_max_ms.get(source)
 
     @property
     def sources(self) -> dict[int, int | None]:

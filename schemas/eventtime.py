@@ -10,7 +10,8 @@ to the message's timestamp (latency shortened; a start after it is moved too). N
 the bounded rows are counted, and every reader of the events topic (the worker, its warm-up, the
 history sink) applies the same bound, so history and a replay of it see what the governor saw.
 
-The bound is the gateway's own clock, so it does not correct skew *between* gateways.
+The bound is the gateway's own clock, so it does not correct skew *between* gateways; the worker
+gives each gateway its own event clock instead (``streams.governors``).
 """
 
 from __future__ import annotations

@@ -41,7 +41,13 @@ from schemas.columns import EventColumns
 from streams.app import AppTuning, app_id, build_app
 from streams.decode import DecodedBatch, decode_batch
 from streams.errors import WarmupError
-from streams.governors import GovernorLike, Timing, WorkerGovernor
+from streams.governors import (
+    MAX_GATEWAY_SKEW_MS,
+    MAX_GATEWAYS,
+    GovernorLike,
+    Timing,
+    WorkerGovernor,
+)
 from streams.outputs import (
     Outputs,
     encode_directives,
@@ -69,6 +75,8 @@ class WorkerConfig:
     heartbeat_ms: int = 1_000
     idle_after_ms: int = 500
     live_skew_ms: int = 120_000
+    max_gateway_skew_ms: int = MAX_GATEWAY_SKEW_MS  # a gateway further behind is not waited for
+    max_gateways: int = MAX_GATEWAYS  # per partition told apart (each has its own event clock)
     warmup_timeout_ms: int = 30_000
     sink: SinkConfig = field(default_factory=SinkConfig)
     app: AppTuning = field(default_factory=AppTuning)
@@ -198,7 +206,8 @@ class StreamWorker:
         if reset:
             log.warning(
                 "events partitions %s start again below the offsets already ingested and the "
-                "log now ends there (the broker lost its log): rebuilding the governor", reset,
+                "log now ends there (the broker lost its log): rebuilding the governor",
+                reset,
             )
             st.log_resets += 1
             dropped = self.producer.renew()
@@ -239,7 +248,10 @@ class StreamWorker:
             log.warning(
                 "event time: %d events completed after their message was sent (bounded to it), "
                 "%d late (their window had closed; kept in history, not governed); totals %d, %d",
-                batch.bounded_rows, outputs.late_events, st.bounded_rows, st.late_events,
+                batch.bounded_rows,
+                outputs.late_events,
+                st.bounded_rows,
+                st.late_events,
             )
 
     def _govern_batch(
@@ -265,18 +277,18 @@ class StreamWorker:
                 group = app_id(self.settings)
                 starts = live_starts(conf, group, topic, partitions, first_offsets, timeout_ms)
                 log.info("%s: warm-up, live from offsets %s", topic, dict(sorted(starts.items())))
-                wg, n = WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
+                wg, n = self._worker_governor(starts), 0
                 for p, cols in replay_partitions(
                     conf, topic, starts, self.timing.warmup_ms, timeout_ms
                 ):
-                    wg.governor.ingest(cols, source=p)
-                    wg.governor.advance()  # outputs dropped: warm-up publishes nothing
+                    wg.feed(p, cols, mono_ms())
+                    wg.advance()  # outputs dropped: warm-up publishes nothing
                     n += len(cols)
                 return wg, n
             except WarmupError as exc:
                 self.stats.warmup_failures += 1
                 log.warning("warm-up failed, going live with empty state: %s", exc)
-                return WorkerGovernor(self.governor_factory(), starts, mono_ms()), 0
+                return self._worker_governor(starts), 0
 
         wg, replayed = await asyncio.to_thread(replay)
         self.stats.warmups += 1
@@ -284,6 +296,16 @@ class StreamWorker:
         log.info("%s%s: warm-up replayed %d events", topic, sorted(partitions), replayed)
         self.governor = wg
         return wg
+
+    def _worker_governor(self, next_offsets: dict[int, int]) -> WorkerGovernor:
+        cfg = self.config
+        return WorkerGovernor(
+            self.governor_factory(),
+            next_offsets,
+            mono_ms(),
+            cfg.max_gateway_skew_ms,
+            cfg.max_gateways,
+        )
 
     # --- outputs ---
     def _send_deadletter(self, key: bytes, value: bytes) -> None:
