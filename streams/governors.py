@@ -157,14 +157,18 @@ class WorkerGovernor:
         state.next_offset = max(state.next_offset, next_offset)
         state.last_input_mono_ms = mono_ms
         state.idle = False
-        self.feed(partition, events, mono_ms)
+        self._feed(partition, state, events, mono_ms)
 
     def feed(self, partition: int, events: EventColumns, mono_ms: float) -> None:
         """Feed one partition's events to the sources of their gateways (warm-up calls this
         directly: its offsets are not live ones)."""
+        self._feed(partition, self._partition(partition, 0, mono_ms), events, mono_ms)
+
+    def _feed(
+        self, partition: int, state: PartitionState, events: EventColumns, mono_ms: float
+    ) -> None:
         if not len(events):
             return
-        state = self._partition(partition, 0, mono_ms)
         self.newest_ts_ms = max(self.newest_ts_ms, int(events.ts_ms.max()))
         gw = events.gateway_id
         if bool((gw == gw[0]).all()):
@@ -190,18 +194,16 @@ class WorkerGovernor:
         events: EventColumns,
         mono_ms: float,
     ) -> None:
-        src = state.gateways.get(name) or self._new_gateway(state, name, mono_ms)
+        src = state.gateways.get(name) or self._new_gateway(partition, state, name, mono_ms)
         if src is None:  # too many gateways at once: the partition's own source
             state.shared = True
             self.governor.ingest(events, source=partition)
             return
         src.last_input_mono_ms, src.idle = mono_ms, False
         self.governor.ingest(events, source=src.source)
-        if not state.shared:  # its own source waits for nobody once its gateways speak
-            self.governor.set_idle(partition)
 
     def _new_gateway(
-        self, state: PartitionState, name: str, mono_ms: float
+        self, partition: int, state: PartitionState, name: str, mono_ms: float
     ) -> GatewaySource | None:
         if len(state.gateways) >= self.max_gateways:
             idle = [(g.last_input_mono_ms, n) for n, g in state.gateways.items() if g.idle]
@@ -209,6 +211,8 @@ class WorkerGovernor:
                 return None
             gone = state.gateways.pop(min(idle)[1])
             self.governor.forget(gone.source)
+        elif not state.gateways:  # the partition speaks: its own source waits for nobody now
+            self.governor.set_idle(partition)
         src = state.gateways[name] = GatewaySource(self._next_source, mono_ms)
         self._next_source += 1
         return src
@@ -216,17 +220,19 @@ class WorkerGovernor:
     def _not_waiting_for_stragglers(self, state: PartitionState) -> None:
         """Event-time idleness: a gateway more than ``max_gateway_skew_ms`` behind the newest of
         its partition is not waited for (until its next event)."""
-        newest = {n: self.governor.source_newest_ms(g.source) for n, g in state.gateways.items()}
-        known = [t for t in newest.values() if t is not None]
+        newest = [(g, self.governor.source_newest_ms(g.source)) for g in state.gateways.values()]
+        known = [t for _, t in newest if t is not None]
         if len(known) < 2:
             return
         floor = max(known) - self.max_gateway_skew_ms
-        for name, t in newest.items():
-            src = state.gateways[name]
+        for src, t in newest:
             if t is not None and t < floor and not src.idle:
-                src.idle = True
                 self.skewed_gateways += 1
-                self.governor.set_idle(src.source)
+                self._idle(src)
+
+    def _idle(self, src: GatewaySource) -> None:
+        src.idle = True
+        self.governor.set_idle(src.source)
 
     def advance(self) -> Any:
         """Advance to the sources' watermark."""
@@ -250,8 +256,7 @@ class WorkerGovernor:
                 continue
             for src in state.gateways.values():
                 if not src.idle and mono_ms - src.last_input_mono_ms >= idle_after_ms:
-                    src.idle = True
-                    self.governor.set_idle(src.source)
+                    self._idle(src)
         return marked
 
     def set_idle(self, partition: int) -> None:
@@ -260,8 +265,7 @@ class WorkerGovernor:
         state.idle = True
         self.governor.set_idle(partition)
         for src in state.gateways.values():
-            src.idle = True
-            self.governor.set_idle(src.source)
+            self._idle(src)
 
     def wall_watermark(self, now_ms: int, timing: Timing, live_skew_ms: int) -> int | None:
         """The wall-clock watermark to advance to, or None (a partition is not idle, the traffic

@@ -206,8 +206,7 @@ class StreamWorker:
         if reset:
             log.warning(
                 "events partitions %s start again below the offsets already ingested and the "
-                "log now ends there (the broker lost its log): rebuilding the governor",
-                reset,
+                "log now ends there (the broker lost its log): rebuilding the governor", reset,
             )
             st.log_resets += 1
             dropped = self.producer.renew()
@@ -248,10 +247,7 @@ class StreamWorker:
             log.warning(
                 "event time: %d events completed after their message was sent (bounded to it), "
                 "%d late (their window had closed; kept in history, not governed); totals %d, %d",
-                batch.bounded_rows,
-                outputs.late_events,
-                st.bounded_rows,
-                st.late_events,
+                batch.bounded_rows, outputs.late_events, st.bounded_rows, st.late_events,
             )
 
     def _govern_batch(
