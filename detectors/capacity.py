@@ -8,7 +8,10 @@ window (10 s) and the memory (60 s):
   window when it holds enough successes, else the detection window;
 - ``latency_floor_ms``: no-load latency at the ``wait_quantile`` (20 %) of answers,
   ``laws.floor_update`` of the mid window's quantile once the key has answered for
-  ``settle_ms`` (its first completions are its quickest), re-learnt upwards in bounded time;
+  ``settle_ms`` (its first completions are its quickest), re-learnt upwards in bounded time,
+  and held while a cap holds the key's requests back at the gateways (``capped_share``: the
+  answers are then what the cap lets in, and a floor learnt from a cap set too high would raise
+  it further; the cap's own upward probe covers a service that really got slower);
 - ``observed_wait_ms``: the shift of that low quantile now (fast window, else detection window)
   over the floor. Every request in a FIFO queue waits the queue's wait, the quick ones too, so
   the low quantile moves by the wait, while a heavy tail without a queue leaves it in place. It
@@ -72,6 +75,8 @@ class CapacityConfig:
     - ``trend_fast_ms`` / ``trend_slow_ms``: time constants of the two averages of the wait whose
       difference is its growth (``laws.trend_slope``);
     - ``settle_ms``: answering time of a key before its floor is measured;
+    - ``capped_share``: the share of a key's attempts held back or refused by a throttle or
+      cap at which its floor stops re-learning (see the module docstring);
     - ``queue_confidence``: how many standard errors of the low quantile (``laws.quantile_se``,
       from the window's successes and the answers' spread) its shift over the floor must exceed
       to count as a queue: a quantile of a dozen heavy-tailed answers moves by half its value
@@ -92,6 +97,7 @@ class CapacityConfig:
     settle_ms: int = 3_000
     queue_confidence: float = 3.0
     patience_quantile: float = 0.9
+    capped_share: float = 0.02
 
     def __post_init__(self) -> None:
         if self.relearn_ms <= 0:
@@ -108,6 +114,8 @@ class CapacityConfig:
             raise ConfigError("CapacityConfig: 0 < trend_fast_ms < trend_slow_ms")
         if self.capacity_memory_ms <= 0:
             raise ConfigError("CapacityConfig.capacity_memory_ms must be > 0")
+        if not 0 < self.capped_share <= 1:
+            raise ConfigError("CapacityConfig.capped_share must be in (0, 1]")
         if self.queue_confidence < 0:
             raise ConfigError("CapacityConfig.queue_confidence must be >= 0")
 
@@ -193,6 +201,12 @@ class CapacityTracker:
         # key has answered for ``settle_ms``: the first completions of a key are the quick ones
         # (the slow ones of the same arrivals complete later), which would set it too low
         settled = valid & (self.age_ms >= c.settle_ms)
+        # while a cap holds requests back at the gateways the service's answers are what the
+        # cap lets in: a cap set too high queues in the service, and a floor learnt from those
+        # answers would raise the cap that queues them (a creeping loop); a cap too low is
+        # probed upwards by its own plan instead (``overload.plan``)
+        capped = ratio(f["throttled"], f["attempts"]) >= c.capped_share
+        settled = settled & ~capped
         self.floor_ms = laws.floor_update(self.floor_ms, low_mid, settled, self._growth)
         known = valid & (self.floor_ms > 0)
         low_now = np.where(fast_ok, low_fast, low_short)
@@ -233,13 +247,16 @@ class CapacityTracker:
         # a client's patience outlasts the answers it waited for: timeouts quicker than most
         # answers (the memory's ``patience_quantile``) are not the clients' (an upstream's limit,
         # a cancelled stream, a mix of clients none of whom waits that long for all its answers)
-        (typical,) = hist_quantiles(memory[rows, HIST0:hist], (c.patience_quantile,))
-        patience = np.where(self.patience_ms >= per_key(typical, 0), self.patience_ms, 0.0)
         # most answers the clients waited for came too late (timeouts over successes and
         # timeouts: fast failures, e.g. a full queue's, are not waits): too few answers to
         # measure a wait, but the queue holds at least the clients' patience of work (a
-        # metastable collapse serves only dead work)
+        # metastable collapse serves only dead work). Then the timeouts are the typical answer,
+        # not a heavy tail's stragglers, and their latency is the clients' patience whatever
+        # the answers of more patient clients took
         late = ratio(f["timeouts"], f["timeouts"] + f["successes"])
+        (typical,) = hist_quantiles(memory[rows, HIST0:hist], (c.patience_quantile,))
+        outlasts = (self.patience_ms >= per_key(typical, 0)) | (late >= c.gone_share)
+        patience = np.where(outlasts, self.patience_ms, 0.0)
         gone = services & (late >= c.gone_share) & (patience > 0)
         observed = np.where(gone, np.maximum(observed, patience - self.floor_ms), observed)
         wait = np.where(gone, np.maximum(wait, observed), wait)

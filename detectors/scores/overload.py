@@ -218,7 +218,7 @@ def plan(
     attempts = float(f["attempts"][row])
     binding = attempts > 0 and float(f["throttled"][row]) / attempts >= ocfg.bind_lo
     probe = 0
-    quiet = float(f["queued"][row]) < 0.5 and float(f["timeout_fraction"][row]) < ocfg.nobody_lo
+    quiet = float(f["queued"][row]) < 0.5 and float(f["timeout_fraction"][row]) < ocfg.gone_lo
     if binding and quiet:
         probe = math.ceil(in_flight * (1.0 + ocfg.limit_headroom))
     # nothing answers in time to size it from (a collapse at cold start): halve what is in

@@ -15,16 +15,21 @@ from detectors.aggregate import event_columns_matrix
 from detectors.capacity import CapacityConfig, CapacityTracker
 from detectors.features import core
 from detectors.layout import I64
-from schemas.columns import STATUS_OK, STATUS_TIMEOUT, EventColumns
+from schemas.columns import APPLIED_CODES, STATUS_OK, STATUS_TIMEOUT, EventColumns
 
 BUCKET_MS, SHORT_MS, FAST_MS = 100, 1_000, 300
 
 
-def window(ok_ms: list[int], timeouts_ms: list[int] = ()) -> I64:  # type: ignore[assignment]
-    """One key's window sums: successes with the given latencies, timeouts after the given waits."""
+def window(ok_ms: list[int], timeouts_ms: list[int] = (),  # type: ignore[assignment]
+           throttled: bool = False) -> I64:
+    """One key's window sums: successes with the given latencies, timeouts after the given waits
+    (``throttled``: every attempt waited for a cap at its gateway)."""
     lat = [*ok_ms, *timeouts_ms]
     status = [STATUS_OK] * len(ok_ms) + [STATUS_TIMEOUT] * len(timeouts_ms)
-    ev = EventColumns.from_arrays({"latency_ms": lat, "status": status}, n=len(lat))
+    cols: dict[str, list[int]] = {"latency_ms": lat, "status": status}
+    if throttled:
+        cols["applied"] = [APPLIED_CODES["throttle"]] * len(lat)
+    ev = EventColumns.from_arrays(cols, n=len(lat))
     return event_columns_matrix(ev).sum(axis=0, keepdims=True)
 
 
@@ -121,6 +126,17 @@ def test_timeouts_quicker_than_the_answers_are_not_the_clients_patience() -> Non
     assert out["patience_ms"] == 0.0
 
 
+def test_when_most_answers_are_timeouts_their_wait_is_the_patience() -> None:
+    """Cold start inside a collapse, with two kinds of clients: most give up after 1.8 s, a few
+    patient ones get answers after 3.5 s. The timeouts are quicker than most answers, but they
+    are most of what the clients waited for: they are the typical answer, not a heavy tail's
+    stragglers, and the queue holds at least that patience of work."""
+    tr = tracker()
+    out = steps(tr, SETTLE + 1, window([3_500] * 8, [1_800] * 30))
+    assert out["patience_ms"] == 1_800.0
+    assert out["queued"] == 1.0
+
+
 def lognormal(median_ms: float, sigma: float, n: int) -> list[int]:
     """``n`` answer times at the quantiles of a log-normal (deterministic, no sampling luck)."""
     z = [NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)]
@@ -154,6 +170,25 @@ def test_a_benign_permanent_slowdown_is_the_new_floor_within_the_bound() -> None
     assert step(tr, window([640] * 40))["latency_floor_ms"] == pytest.approx(
         fresh["latency_floor_ms"], rel=0.01
     )
+
+
+def test_a_queue_behind_a_binding_cap_does_not_become_the_floor() -> None:
+    """A cap set too high queues requests in the service: their answers take twice the no-load
+    time, for longer than the floor would take to re-learn a real slowdown. While the cap holds
+    requests back at the gateways, the floor stays and the wait keeps reading as a queue (a
+    floor learnt from it would size a larger cap, which queues more: a creeping loop); without
+    the cap the same answers become the new floor within the bound."""
+    relearn_evals = int(np.ceil(laws.relearn_time_ms(2.0, 30_000) / BUCKET_MS))
+    capped, free = tracker(relearn_ms=30_000), tracker(relearn_ms=30_000)
+    for tr in (capped, free):
+        before = steps(tr, SETTLE + 20, window([400] * 40))["latency_floor_ms"]
+    held = steps(capped, relearn_evals + 50, window([800] * 40, throttled=True))
+    assert held["latency_floor_ms"] == before
+    assert held["queued"] == 1.0
+    learnt = steps(free, relearn_evals + 50, window([800] * 40))
+    fresh = steps(tracker(), SETTLE + 1, window([800] * 40))  # one that only knew the slow answers
+    assert learnt["latency_floor_ms"] == pytest.approx(fresh["latency_floor_ms"], rel=0.01)
+    assert learnt["queued"] == 0.0
 
 
 def test_a_growing_queue_reads_as_arrivals_above_capacity() -> None:

@@ -174,10 +174,16 @@ def test_a_cap_that_binds_without_a_queue_is_probed_upwards() -> None:
     q = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
                   throttled=30.0, in_flight=20.0, queued=1.0)
     assert q.action.max_inflight == 13
-    # ... or with clients timing out: what is in flight then counts their waits, not service
+    # ... or with many clients timing out (``gone_lo``): what is in flight then counts their
+    # waits, not service
     t = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
-                  throttled=30.0, in_flight=20.0, timeout_fraction=0.2)
+                  throttled=30.0, in_flight=20.0, timeout_fraction=0.4)
     assert t.action.max_inflight == 13
+    # the timeouts of a heavy tail's stragglers (a few percent, no queue) do not stop the probe:
+    # a service near its capacity with a 1.2 s timeout always has some
+    h = admission([0] * 7 + [150, 0, 0], capacity_per_s=50.0, ok_latency_mean_ms=200.0,
+                  throttled=30.0, in_flight=20.0, timeout_fraction=0.06)
+    assert h.action.max_inflight == 25
 
 
 def test_a_collapse_that_answers_nothing_halves_what_is_in_flight() -> None:
