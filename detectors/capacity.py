@@ -253,11 +253,11 @@ class CapacityTracker:
         # metastable collapse serves only dead work). Then the timeouts are the typical answer,
         # not a heavy tail's stragglers, and their latency is the clients' patience whatever
         # the answers of more patient clients took
-        late = ratio(f["timeouts"], f["timeouts"] + f["successes"])
+        mostly_late = ratio(f["timeouts"], f["timeouts"] + f["successes"]) >= c.gone_share
         (typical,) = hist_quantiles(memory[rows, HIST0:hist], (c.patience_quantile,))
-        outlasts = (self.patience_ms >= per_key(typical, 0)) | (late >= c.gone_share)
+        outlasts = (self.patience_ms >= per_key(typical, 0)) | mostly_late
         patience = np.where(outlasts, self.patience_ms, 0.0)
-        gone = services & (late >= c.gone_share) & (patience > 0)
+        gone = services & mostly_late & (patience > 0)
         observed = np.where(gone, np.maximum(observed, patience - self.floor_ms), observed)
         wait = np.where(gone, np.maximum(wait, observed), wait)
         queued = queued | gone
