@@ -245,7 +245,7 @@ class Gateway:
         if now_ms >= self._table.next_expiry_ms or self._table.has_orphans:
             with self._lock:
                 self._table.purge(now_ms)
-                granted = self._table.pump()
+                granted = self._table.pump(now_ms)
             wake_all(granted)
 
     # --- concurrency limits: a ``"queue"`` decision waits here for a slot ---
@@ -275,7 +275,7 @@ class Gateway:
     def _park(self, d: Decision, priority: int, w: _ThreadWaiter | _AsyncWaiter) -> bool:
         """Queue ``w`` for a slot of ``d``'s limit; False when the limit is gone (admit)."""
         with self._lock:
-            granted = self._table.enqueue(d.directive_id, priority, w)
+            granted = self._table.enqueue(d.directive_id, priority, w, self._clock_ms())
         if granted is None:
             return False
         wake_all([(g, d.directive_id) for g in granted])  # a slot freed since the decision
@@ -298,7 +298,7 @@ class Gateway:
         if not d.slot:
             return
         with self._lock:
-            granted = self._table.release(d.slot)
+            granted = self._table.release(d.slot, self._clock_ms())
         wake_all([(w, d.slot) for w in granted])
 
     @property

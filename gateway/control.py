@@ -120,7 +120,7 @@ class ControlHandler:
         """Apply ``d`` without a signature check (in-process callers) and count the outcome."""
         with self._lock:
             outcome = self.table.apply(d, now_ms)
-            granted = self.table.pump()  # a raised, released or expired limit lets waiters go
+            granted = self.table.pump(now_ms)  # a raised, released or expired limit lets waiters go
         wake_all(granted)
         if outcome in ("applied", "refreshed"):
             self._c.directives_applied += 1

@@ -22,8 +22,12 @@ Semantics of a table with several directives:
   the caller must ``release`` it when the request completes or its client gives up). Otherwise the
   decision is ``"queue"``: the caller ``enqueue``s a waiter object and parks the request at most
   ``delay_ms``; ``release`` (a slot freed) and ``pump`` (a limit raised, released or expired) hand
-  slots to waiters, most important priority first, then first come. A waiter whose wait ran out is
-  ``cancel``led and rejected with ``retry_after_ms``. The table holds no threads or timers: the
+  slots to waiters, most important priority first, then first come while the queue moves: once
+  the oldest waiter of that priority has waited half of ``max_delay_ms``, newest first (adaptive
+  LIFO: a standing queue serves requests whose clients have the most of their patience left, and
+  the oldest run out their wait instead of every admitted request arriving at its service
+  almost out of time). A waiter whose wait ran out is ``cancel``led and rejected with
+  ``retry_after_ms``. The table holds no threads or timers: the
   shell (``Gateway``, the simulator) parks and wakes requests.
 - The first reject or reroute ends the walk and decides. Otherwise the request is deferred (the
   longest of a pacing throttle's wait and the most specific defer's hold) or admitted, and only
@@ -35,8 +39,8 @@ Semantics of a table with several directives:
 
 from __future__ import annotations
 
-import heapq
 import math
+from collections import deque
 from typing import Final, NamedTuple, Protocol
 
 from schemas.columns import APPLIED_CODES
@@ -142,11 +146,11 @@ class _Entry:
         "min_attempt",
         "min_depth",
         "min_priority",
+        "n_waiting",
         "op",
         "rate_per_ms",
         "reroute",
         "retry_after_ms",
-        "seq",
         "slots",
         "tenant",
         "tokens",
@@ -176,23 +180,34 @@ class _Entry:
         self.jitter_ms = a.jitter_ms
         self.fraction = a.fraction
         self.retry_after_ms = a.retry_after_ms
-        # limit: this gateway's slots, the requests holding one, and the waiters, a heap of
-        # (priority, arrival number, waiter)
+        # limit: this gateway's slots, the requests holding one, and the waiters: per priority a
+        # queue of (enqueued at ms, waiter), oldest first
         self.slots = max(1, round(a.max_inflight * share))
         self.inflight = 0
-        self.waiting: list[tuple[int, int, object]] = []
-        self.seq = 0
+        self.waiting: dict[int, deque[tuple[int, object]]] = {}
+        self.n_waiting = 0
         self.reroute = (
             Decision(REROUTE_KIND, target=a.target, directive_id=d.id, applied=_REROUTE)
             if a.type == "reroute"
             else ADMIT
         )
 
-    def grant(self, out: list[object]) -> None:
-        """Hand free slots to waiters (into ``out``), best priority first."""
-        while self.waiting and self.inflight < self.slots:
-            out.append(heapq.heappop(self.waiting)[2])
+    def grant(self, out: list[object], now_ms: int) -> None:
+        """Hand free slots to waiters (into ``out``): best priority first; within it the oldest
+        while it has waited less than half of ``max_delay_ms``, else the newest."""
+        lifo_after_ms = self.max_delay_ms // 2
+        while self.n_waiting and self.inflight < self.slots:
+            q = self.waiting[min(p for p, q in self.waiting.items() if q)]
+            _, w = q.pop() if now_ms - q[0][0] >= lifo_after_ms else q.popleft()
+            out.append(w)
+            self.n_waiting -= 1
             self.inflight += 1
+
+    def take_waiting(self) -> list[object]:
+        """Every waiter, best priority first, then first come; the queue is left empty."""
+        out = [w for p in sorted(self.waiting) for _, w in self.waiting[p]]
+        self.waiting, self.n_waiting = {}, 0
+        return out
 
     def refill(self, now_ms: int) -> float:
         dt = now_ms - self.last_ms
@@ -267,8 +282,9 @@ class DirectiveTable:
         if old is not None and old.op == entry.op == _LIMIT:
             # a refresh keeps who holds a slot and who waits; a raised limit lets waiters go
             # (``pump``)
-            entry.inflight, entry.waiting, entry.seq = old.inflight, old.waiting, old.seq
-            old.waiting = []
+            entry.inflight, entry.waiting = old.inflight, old.waiting
+            entry.n_waiting = old.n_waiting
+            old.waiting, old.n_waiting = {}, 0
         entries = dict(self._entries)
         entries[d.id] = entry
         self._rebuild(entries)
@@ -287,10 +303,8 @@ class DirectiveTable:
 
     def _rebuild(self, entries: dict[str, _Entry]) -> None:
         for k, e in self._entries.items():
-            if e.waiting and entries.get(k) is not e:
-                # (priority, arrival number) is unique: the waiters themselves are never compared
-                self._orphans.extend(w for _, _, w in sorted(e.waiting))
-                e.waiting = []
+            if e.n_waiting and entries.get(k) is not e:
+                self._orphans.extend(e.take_waiting())
         ordered = sorted(entries.values(), key=_order)
         wildcard = tuple(e for e in ordered if e.directive.scope.endpoint is None)
         by_endpoint: dict[str, tuple[_Entry, ...]] = {}
@@ -401,7 +415,7 @@ class DirectiveTable:
                 )
         slot = ""
         if limit is not None:
-            if limit.inflight >= limit.slots or limit.waiting:
+            if limit.inflight >= limit.slots or limit.n_waiting:
                 if limit.max_delay_ms <= 0:
                     return Decision(
                         REJECT_KIND, retry_after_ms=max(1, limit.retry_after_ms),
@@ -429,18 +443,23 @@ class DirectiveTable:
         """Waiters whose limit is gone are ready for ``pump``."""
         return bool(self._orphans)
 
-    def enqueue(self, directive_id: str, priority: int, waiter: object) -> list[object] | None:
-        """Park ``waiter`` for a slot of limit ``directive_id`` (after a ``"queue"`` decision).
-        None when that limit is gone: admit the request. Otherwise the waiters granted a slot at
-        once (``waiter`` among them when a slot came free between the decision and this call):
-        the caller wakes them, as after ``release``."""
+    def enqueue(
+        self, directive_id: str, priority: int, waiter: object, now_ms: int
+    ) -> list[object] | None:
+        """Park ``waiter`` for a slot of limit ``directive_id`` (after a ``"queue"`` decision) at
+        ``now_ms``. None when that limit is gone: admit the request. Otherwise the waiters
+        granted a slot at once (``waiter`` among them when a slot came free between the decision
+        and this call): the caller wakes them, as after ``release``."""
         e = self._entries.get(directive_id)
         if e is None or e.op != _LIMIT:
             return None
-        e.seq += 1
-        heapq.heappush(e.waiting, (priority, e.seq, waiter))
+        q = e.waiting.get(priority)
+        if q is None:
+            q = e.waiting[priority] = deque()
+        q.append((now_ms, waiter))
+        e.n_waiting += 1
         granted: list[object] = []
-        e.grant(granted)
+        e.grant(granted, now_ms)
         return granted
 
     def cancel(self, directive_id: str, waiter: object) -> bool:
@@ -449,33 +468,34 @@ class DirectiveTable:
         e = self._entries.get(directive_id)
         if e is None:
             return False
-        for i, w in enumerate(e.waiting):
-            if w[2] is waiter:
-                e.waiting[i] = e.waiting[-1]
-                e.waiting.pop()
-                heapq.heapify(e.waiting)
-                return True
+        for q in e.waiting.values():
+            for i, (_, w) in enumerate(q):
+                if w is waiter:
+                    del q[i]
+                    e.n_waiting -= 1
+                    return True
         return False
 
-    def release(self, slot: str) -> list[object]:
-        """A request holding a slot of limit ``slot`` completed (or its client gave up): the
-        waiters now granted that slot, in order (each holds a slot of the same limit)."""
+    def release(self, slot: str, now_ms: int) -> list[object]:
+        """A request holding a slot of limit ``slot`` completed (or its client gave up) at
+        ``now_ms``: the waiters now granted that slot, in order (each holds a slot of the same
+        limit)."""
         e = self._entries.get(slot) if slot else None
         if e is None or e.op != _LIMIT:
             return []
         e.inflight = max(0, e.inflight - 1)
         out: list[object] = []
-        e.grant(out)
+        e.grant(out, now_ms)
         return out
 
-    def pump(self) -> list[tuple[object, str]]:
-        """After ``apply`` or ``purge``: waiters that may go now, with the slot each holds
-        ("" when its limit is gone: fail open)."""
+    def pump(self, now_ms: int) -> list[tuple[object, str]]:
+        """After ``apply`` or ``purge`` at ``now_ms``: waiters that may go now, with the slot
+        each holds ("" when its limit is gone: fail open)."""
         out: list[tuple[object, str]] = [(w, "") for w in self._orphans]
         self._orphans = []
         for e in self._entries.values():
-            if e.op == _LIMIT and e.waiting:
+            if e.op == _LIMIT and e.n_waiting:
                 granted: list[object] = []
-                e.grant(granted)
+                e.grant(granted, now_ms)
                 out.extend((w, e.id) for w in granted)
         return out

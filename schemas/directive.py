@@ -92,8 +92,9 @@ class Action:
     - ``limit``: at most ``max_inflight`` requests of the scope in flight at once (all gateways
       together; a gateway's part is ``max_inflight × share``, at least 1, with ``shares`` and
       ``default_share`` as for a throttle). A request that finds no free slot waits at the
-      gateway, most important priority first, then first come; a slot is handed on as a request
-      in flight completes. One that waited ``max_delay_ms`` is rejected with ``retry_after_ms``.
+      gateway, most important priority first, then first come (newest first once the oldest
+      waited half of ``max_delay_ms``: adaptive LIFO); a slot is handed on as a request in
+      flight completes. One that waited ``max_delay_ms`` is rejected with ``retry_after_ms``.
       A concurrency cap clocks itself: it follows a slower service at once, where a rate must be
       re-measured (Little's law: in flight = throughput × time in service).
     """

@@ -10,10 +10,12 @@ Model (see scenarios/README.md for every knob):
   Service time is lognormal(median, sigma) plus per-token terms, × the slowdown factor of an
   active fault; an ``error`` fault fails a ``fraction`` of started attempts after ``error_ms``; a
   ``capacity`` fault reduces usable slots.
-- A client's timeout runs from dispatch (after any gateway hold). When it fires the client gives
-  up and may retry, but the attempt stays queued / in service: the service still does the work
-  (waste) unless the policy sets ``drop_expired``, which discards such work when it reaches the
-  head of the queue. This is what makes a retry storm metastable.
+- A client's timeout runs from its send: time held at the gateway (a defer, a wait for a
+  concurrency slot) counts, as it does for a real client. When it fires the client gives up and
+  may retry. A request still held at its gateway is then never forwarded (a proxy does not send
+  on a request whose client has gone); one already dispatched stays queued / in service: the
+  service still does the work (waste) unless the policy sets ``drop_expired``, which discards
+  such work when it reaches the head of the queue. This is what makes a retry storm metastable.
 - An intent is a tree: its root request (depth 0) goes to ``endpoints[0]``; when a request at
   depth d succeeds it spawns ``fanout[d]`` children to ``endpoints[min(d+1, last)]``. The intent is
   good when every request succeeded by the deadline; it fails when a request runs out of attempts;
@@ -239,29 +241,38 @@ class Engine:
         a.applied = d.applied
         a.directive = d.directive
         code = d.code
+        if code == REJECT:
+            a.retry_after_ms = d.retry_after_ms
+            a.final = d.final
+            self._resolve(a, STATUS_REJECTED, now)
+            return
+        # the client's clock runs from its send, through any hold at the gateway
+        self.ctx.push(now + self.tenants[a.tenant].retry.timeout_ms, K_TIMEOUT, a)
         if code == WAIT:  # the policy holds it: it pushes K_DISPATCH or calls ctx.reject later
             return
         if code == DEFER:
             self.ctx.push(now + d.hold_ms, K_DISPATCH, a)
-        elif code == REJECT:
-            a.retry_after_ms = d.retry_after_ms
-            a.final = d.final
-            self._resolve(a, STATUS_REJECTED, now)
         else:
             if code == REROUTE:
                 a.endpoint = d.target
             self._dispatch(a, now)
 
     def _reject_held(self, a: Attempt, now: int, retry_after_ms: int) -> None:
-        """A policy rejects an attempt it held (``WAIT``) at ``now``."""
+        """A policy rejects an attempt it held (``WAIT``) at ``now``; one whose client already
+        gave up has its outcome."""
+        if a.resolved:
+            return
         a.retry_after_ms = retry_after_ms
         self._resolve(a, STATUS_REJECTED, now)
 
     def _dispatch(self, a: Attempt, now: int) -> None:
+        if a.gone:  # its client gave up while it was held at the gateway: it is not sent
+            self.gateways[a.gateway].on_service_done(a, now)  # a slot granted to it is free
+            return
         a.dispatch_ms = now
+        a.sent = True
         svc_i = a.endpoint
         svc = self.services[svc_i]
-        self.ctx.push(now + self.tenants[a.tenant].retry.timeout_ms, K_TIMEOUT, a)
         if len(svc.queue) - self.heads[svc_i] >= svc.queue_limit:
             self._resolve(a, STATUS_ERROR, now)
             self.gateways[a.gateway].on_service_done(a, now)
@@ -328,8 +339,12 @@ class Engine:
         # What a gateway emits (gateway/asgi.py, httpx_transport.py): the attempt's own time at
         # the service, excluding a deliberate gateway hold, so the governor's latency signal is
         # the service's and not its own defer. ``dispatch_ms`` is ``start_ms`` when not held.
+        # A request whose client gave up while the gateway held it never reached the service:
+        # the gateway reports it as refused (after the time it was held), not as the service's
+        # timeout (the client retries as after any timeout)
+        shown = STATUS_REJECTED if status == STATUS_TIMEOUT and not a.sent else status
         self.ctx.rows.append((
-            a.dispatch_ms, now - a.dispatch_ms, status, a.no, a.depth, a.priority, a.tenant,
+            a.dispatch_ms, now - a.dispatch_ms, shown, a.no, a.depth, a.priority, a.tenant,
             intent.agent, a.endpoint, a.gateway, a.id, req.id, intent.id, req.parent_id,
             intent.tokens_in, intent.tokens_out, a.applied, a.directive,
         ))

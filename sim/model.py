@@ -99,7 +99,8 @@ class Attempt:
     """One attempt of a request. ``no`` is 0 for the first attempt, 1 for the first retry, ...
 
     ``endpoint`` is where it is sent (a reroute changes it); ``gone`` is set when the client timed
-    out (the service may still hold or run it); ``svc_ms`` is the service work it consumed.
+    out (the service may still hold or run it); ``sent`` once the gateway forwarded it;
+    ``svc_ms`` is the service work it consumed.
     """
 
     __slots__ = (
@@ -117,6 +118,7 @@ class Attempt:
         "req",
         "resolved",
         "retry_after_ms",
+        "sent",
         "slot",
         "start_ms",
         "status",
@@ -140,6 +142,7 @@ class Attempt:
         self.status = 0
         self.resolved = False
         self.gone = False
+        self.sent = False  # forwarded to the service (not only held at the gateway)
         self.applied = 0
         self.directive = 0
         self.retry_after_ms = 0

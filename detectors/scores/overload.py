@@ -186,12 +186,16 @@ class Overload(Detector[OverloadConfig]):
         return raw, evidence, {"timeout_fraction": tf}
 
 
-def limit_hold_ms(patience_ms: float, config: OverloadConfig) -> int:
-    """How long a request may wait at its gateway for a slot: ``hold_share`` of the clients'
-    patience (``hold_max_ms`` while it is unknown, and at most that). A slot is granted only when
-    one is free, so the answer then takes about the service time, with no queue ahead."""
-    hold = config.hold_share * patience_ms if patience_ms > 0 else float(config.hold_max_ms)
-    return int(min(hold, float(config.hold_max_ms)))
+def limit_hold_ms(patience_ms: float, service_ms: float, config: OverloadConfig) -> int:
+    """How long a request may wait at its gateway for a slot: what is left of ``hold_share`` of
+    the clients' patience once the service time is taken off (the client's clock runs through
+    the wait: a request granted a slot later would reach its client after it gave up), at most
+    ``hold_max_ms`` (and that long while no client has timed out yet). A slot is granted only
+    when one is free, so the answer then takes about the service time, with no queue ahead."""
+    if patience_ms <= 0:
+        return config.hold_max_ms
+    hold = config.hold_share * patience_ms - service_ms
+    return int(min(max(hold, 0.0), float(config.hold_max_ms)))
 
 
 def plan(
@@ -227,7 +231,7 @@ def plan(
     limit = max(sized, probe, backoff)
     if limit <= 0:
         return []
-    hold = limit_hold_ms(float(f["patience_ms"][row]), ocfg)
+    hold = limit_hold_ms(float(f["patience_ms"][row]), service, ocfg)
     shares, default = gateway_shares(ctx, key[1])
     action = Action(
         "limit",

@@ -76,7 +76,7 @@ class _GovernedGateway(GatewayPolicy):
         kind = d.kind
         a.slot = d.slot
         if kind == QUEUE_KIND:
-            granted = table.enqueue(d.directive_id, a.priority, a)
+            granted = table.enqueue(d.directive_id, a.priority, a, now_ms)
             if granted is None:
                 return ADMITTED
             for w in granted:  # none here: nothing frees a slot between decision and queueing
@@ -109,11 +109,11 @@ class _GovernedGateway(GatewayPolicy):
         # even when its client gave up earlier (a gateway in front of the service sees that)
         if a.slot:
             slot, a.slot = a.slot, ""
-            for w in self.table.release(slot):
+            for w in self.table.release(slot, now_ms):
                 self._send_held(w, slot, now_ms)
 
     def pump(self, now_ms: int) -> None:
-        for w, slot in self.table.pump():
+        for w, slot in self.table.pump(now_ms):
             self._send_held(w, slot, now_ms)
 
     def _send_held(self, w: object, slot: str, now_ms: int) -> None:

@@ -192,10 +192,16 @@ def test_a_collapse_that_answers_nothing_halves_what_is_in_flight() -> None:
     assert p.action.max_inflight == 45 and p.evidence["backoff_inflight"] == 45
 
 
-def test_requests_wait_for_a_slot_a_share_of_the_clients_patience() -> None:
+def test_requests_wait_for_a_slot_what_their_clients_patience_leaves_for_service() -> None:
+    # the client's clock runs through the wait: 0.9 of a 4 s patience, less the 200 ms the
+    # service then takes
     p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, ok_latency_mean_ms=200.0,
                   patience_ms=4_000.0)
-    assert p.action.max_delay_ms == int(0.9 * 4_000)
+    assert p.action.max_delay_ms == int(0.9 * 4_000 - 200)
+    # clients who give up before the service could answer after any wait: no wait, refuse now
+    p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, ok_latency_mean_ms=200.0,
+                  patience_ms=210.0)
+    assert p.action.max_delay_ms == 0
     p = admission([0] * 7 + [300, 0, 0], capacity_per_s=150.0, ok_latency_mean_ms=200.0)
     assert p.action.max_delay_ms == OverloadConfig().hold_max_ms
 

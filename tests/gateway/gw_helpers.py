@@ -83,7 +83,7 @@ class FakeGateway:
         return self.wait_slot(d, priority)
 
     def done(self, d: Decision) -> None:
-        self.table.release(d.slot)
+        self.table.release(d.slot, 0)
 
     def emit(self, event: RequestEvent) -> None:
         self.events.append(event)

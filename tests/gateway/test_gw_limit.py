@@ -32,10 +32,10 @@ def test_slots_then_queue_then_handed_on_by_priority() -> None:
     assert full.kind == QUEUE_KIND and full.delay_ms == 1_000 and full.retry_after_ms == 250
     assert t.admit(RequestMeta("other"), NOW, RNG).kind == ADMIT_KIND  # other endpoints: free
     late, urgent = object(), object()
-    assert t.enqueue("lim", 7, late) == [] and t.enqueue("lim", 1, urgent) == []
-    assert t.release(a.slot) == [urgent]  # the most important waiter first
-    assert t.release(b.slot) == [late]
-    assert t.release("lim") == [] and t.release("lim") == []  # nothing waits: slots free up
+    assert t.enqueue("lim", 7, late, NOW) == [] and t.enqueue("lim", 1, urgent, NOW) == []
+    assert t.release(a.slot, NOW) == [urgent]  # the most important waiter first
+    assert t.release(b.slot, NOW) == [late]
+    assert t.release("lim", NOW) == [] and t.release("lim", NOW) == []  # slots free up
     assert t.admit(req(), NOW, RNG).slot == "lim"
 
 
@@ -44,9 +44,9 @@ def test_a_waiter_whose_wait_ran_out_is_cancelled() -> None:
     t.apply(limit(1), NOW)
     held = t.admit(req(), NOW, RNG)
     w = object()
-    assert t.enqueue("lim", 0, w) == []
+    assert t.enqueue("lim", 0, w, NOW) == []
     assert t.cancel("lim", w) and not t.cancel("lim", w)
-    assert t.release(held.slot) == []
+    assert t.release(held.slot, NOW) == []
 
 
 def test_raised_released_or_expired_limits_let_waiters_go() -> None:
@@ -55,13 +55,13 @@ def test_raised_released_or_expired_limits_let_waiters_go() -> None:
     t.admit(req(), NOW, RNG)
     w1, w2, w3 = object(), object(), object()
     for w in (w1, w2, w3):
-        assert t.enqueue("lim", 0, w) == []
+        assert t.enqueue("lim", 0, w, NOW) == []
     t.apply(limit(2, issued=NOW + 10), NOW + 10)  # a refresh that raises the cap
-    assert t.pump() == [(w1, "lim")]
+    assert t.pump(NOW + 10) == [(w1, "lim")]
     t.apply(Directive("lim", NOW + 20, NOW + 20, Scope(endpoint="llm"), Action("release"),
                       Reason("overload", 0.0)), NOW + 20)
-    assert t.pump() == [(w2, ""), (w3, "")]  # the limit is gone: fail open
-    assert t.enqueue("lim", 0, object()) is None  # nothing to wait for: admit
+    assert t.pump(NOW + 20) == [(w2, ""), (w3, "")]  # the limit is gone: fail open
+    assert t.enqueue("lim", 0, object(), NOW) is None  # nothing to wait for: admit
 
 
 def test_a_slot_freed_between_the_decision_and_the_queueing_is_granted_at_once() -> None:
@@ -71,10 +71,28 @@ def test_a_slot_freed_between_the_decision_and_the_queueing_is_granted_at_once()
     t.apply(limit(1), NOW)
     held = t.admit(req(), NOW, RNG)
     assert t.admit(req(), NOW, RNG).kind == QUEUE_KIND
-    assert t.release(held.slot) == []  # nobody waits yet: the slot is simply free
+    assert t.release(held.slot, NOW) == []  # nobody waits yet: the slot is simply free
     w = object()
-    assert t.enqueue("lim", 0, w) == [w]
+    assert t.enqueue("lim", 0, w, NOW) == [w]
     assert t.admit(req(), NOW, RNG).kind == QUEUE_KIND  # w holds the one slot
+
+
+def test_a_standing_queue_serves_the_newest_waiter_first() -> None:
+    # first come first served while the queue moves; once the oldest waiter of a priority has
+    # waited half of max_delay_ms (1 s here), the newest goes first: its client has the most
+    # patience left, while the oldest would reach the service with almost none
+    t = DirectiveTable("gw")
+    t.apply(limit(1), NOW)
+    held = t.admit(req(), NOW, RNG)
+    old, mid, new, lesser = object(), object(), object(), object()
+    assert t.enqueue("lim", 0, old, NOW) == []
+    assert t.enqueue("lim", 0, mid, NOW + 100) == []
+    assert t.release(held.slot, NOW + 499) == [old]  # waited 499 ms: first come
+    assert t.enqueue("lim", 0, new, NOW + 600) == []
+    assert t.enqueue("lim", 5, lesser, NOW + 600) == []
+    assert t.release("lim", NOW + 600) == [new]  # mid waited 500 ms: newest first
+    assert t.release("lim", NOW + 700) == [mid]
+    assert t.release("lim", NOW + 800) == [lesser]  # a less important priority still waits last
 
 
 def test_a_zero_wait_limit_rejects_at_once() -> None:

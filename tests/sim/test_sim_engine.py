@@ -12,7 +12,7 @@ from schemas.columns import STATUS_OK
 from sim.arrivals import generate
 from sim.engine import simulate
 from sim.metrics import compute
-from sim.model import LIVE, R_ATTEMPT, R_STATUS
+from sim.model import LIVE, R_ATTEMPT, R_LATENCY, R_STATUS
 from sim.runner import run_metrics
 from sim.scenario import load_scenario, parse_scenario
 from sim.trace import load_trace
@@ -158,3 +158,35 @@ def test_speed_120s_2000_agents() -> None:
     m = run_metrics(sc, "none")
     assert time.perf_counter() - t0 < 60.0
     assert m["attempts"] > 90_000
+
+
+def test_a_clients_timeout_runs_through_a_gateway_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold at the gateway is on the client's clock: held longer than its 3 s timeout, every
+    attempt times out at the gateway, is never forwarded (no service work, none wasted) and is
+    recorded as refused after the time it was held; the client retries as after any timeout.
+    Held 1 s, the 3 s still cover the service (about 0.6 s: root and two children)."""
+    from schemas.columns import STATUS_REJECTED
+    from sim import policies
+    from sim.policies.base import DEFER, Decision, GatewayPolicy, Policy
+
+    def holding(hold_ms: int) -> type[Policy]:
+        class Hold(GatewayPolicy):
+            def admit(self, a: Any, now_ms: int) -> Decision:
+                return Decision(code=DEFER, hold_ms=hold_ms)
+
+        class HoldPolicy(Policy):
+            def gateway(self, gateway: int) -> GatewayPolicy:
+                return Hold(self.ctx, gateway)
+
+        return HoldPolicy
+
+    sc = parse_scenario(_small(duration_s=5))
+    monkeypatch.setitem(policies._FACTORIES, "hold-5s", holding(5_000))
+    monkeypatch.setitem(policies._FACTORIES, "hold-1s", holding(1_000))
+    long, short = simulate(sc, "hold-5s"), simulate(sc, "hold-1s")
+    m = compute(long)
+    assert m["goodput_ratio"] == 0.0 and long.work_ms == 0
+    assert (long.rows[:, R_STATUS] == STATUS_REJECTED).all()
+    assert (long.rows[:, R_LATENCY] == 3_000).all()  # held until its client gave up
+    assert long.rows[:, R_ATTEMPT].max() == sc.tenants[0].retry.max_attempts - 1  # retried
+    assert compute(short)["goodput_ratio"] == 1.0
