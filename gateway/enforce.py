@@ -23,7 +23,8 @@ Semantics of a table with several directives:
   decision is ``"queue"``: the caller ``enqueue``s a waiter object and parks the request at most
   ``delay_ms``; ``release`` (a slot freed) and ``pump`` (a limit raised, released or expired) hand
   slots to waiters, most important priority first, then first come while the queue moves: once
-  the oldest waiter of that priority has waited half of ``max_delay_ms``, newest first (adaptive
+  the oldest waiter of that priority has waited half of ``max_delay_ms`` (at most
+  ``LIFO_AFTER_MS``, 5 s), newest first (adaptive
   LIFO: a standing queue serves requests whose clients have the most of their patience left, and
   the oldest run out their wait instead of every admitted request arriving at its service
   almost out of time). A waiter whose wait ran out is ``cancel``led and rejected with
@@ -124,6 +125,9 @@ _THROTTLE: Final = APPLIED_CODES["throttle"]
 _DEFER: Final = APPLIED_CODES["defer"]
 _SHED: Final = APPLIED_CODES["shed"]
 _REROUTE: Final = APPLIED_CODES["reroute"]
+LIFO_AFTER_MS: Final = 5_000
+"""A limit's queue that has stood this long (or half of its ``max_delay_ms``, if less) is not a
+burst draining: its waiters are then served newest first."""
 _LIMIT: Final = -1  # an op code of its own: a limit is applied (recorded) as a throttle
 
 
@@ -194,8 +198,9 @@ class _Entry:
 
     def grant(self, out: list[object], now_ms: int) -> None:
         """Hand free slots to waiters (into ``out``): best priority first; within it the oldest
-        while it has waited less than half of ``max_delay_ms``, else the newest."""
-        lifo_after_ms = self.max_delay_ms // 2
+        while it has waited less than half of ``max_delay_ms`` (at most ``LIFO_AFTER_MS``), else
+        the newest."""
+        lifo_after_ms = min(self.max_delay_ms // 2, LIFO_AFTER_MS)
         while self.n_waiting and self.inflight < self.slots:
             q = self.waiting[min(p for p, q in self.waiting.items() if q)]
             _, w = q.pop() if now_ms - q[0][0] >= lifo_after_ms else q.popleft()

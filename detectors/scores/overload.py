@@ -76,7 +76,7 @@ class OverloadConfig(DetectorConfig):
     target_wait_share: float = 1.0
     target_wait_min_ms: int = 20
     hold_share: float = 0.9
-    hold_max_ms: int = 10_000
+    hold_max_ms: int = 30_000
     limit_headroom: float = 0.25
     blind_hold_evals: int = 100
     retry_after_min_ms: int = 100

@@ -6,7 +6,14 @@ from __future__ import annotations
 import random
 import threading
 
-from gateway.enforce import ADMIT_KIND, QUEUE_KIND, REJECT_KIND, DirectiveTable, RequestMeta
+from gateway.enforce import (
+    ADMIT_KIND,
+    LIFO_AFTER_MS,
+    QUEUE_KIND,
+    REJECT_KIND,
+    DirectiveTable,
+    RequestMeta,
+)
 from schemas.directive import Action, Directive, Reason, Scope
 
 NOW = 1_700_000_000_000
@@ -93,6 +100,15 @@ def test_a_standing_queue_serves_the_newest_waiter_first() -> None:
     assert t.release("lim", NOW + 600) == [new]  # mid waited 500 ms: newest first
     assert t.release("lim", NOW + 700) == [mid]
     assert t.release("lim", NOW + 800) == [lesser]  # a less important priority still waits last
+    # a long budget (30 s): a queue standing for LIFO_AFTER_MS (5 s) is not a burst draining
+    t = DirectiveTable("gw")
+    t.apply(limit(1, max_delay_ms=30_000, did="long"), NOW)
+    held = t.admit(req(), NOW, RNG)
+    first, second, third = object(), object(), object()
+    for i, w in enumerate((first, second, third)):
+        assert t.enqueue("long", 0, w, NOW + i) == []
+    assert t.release(held.slot, NOW + LIFO_AFTER_MS - 1) == [first]
+    assert t.release("long", NOW + LIFO_AFTER_MS + 1) == [third]
 
 
 def test_a_zero_wait_limit_rejects_at_once() -> None:
