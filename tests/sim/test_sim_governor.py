@@ -47,8 +47,8 @@ def test_organic_surge_is_not_a_storm() -> None:
     strict=True,
     reason="issue 9: the physical overload rule reads a 12x spike from completions ~1 s late "
     "(the retired latency-deviation rule did in 0.3 s); priority 0 then waits behind the "
-    "backlog admitted before the throttle: availability 0.46 (0.70 without the contention "
-    "rule, which also throttles the spiking tenant)",
+    "backlog admitted before the throttle: availability 0.973 (0.46 before the gateway's slot "
+    "queue became adaptive LIFO)",
 )
 def test_priority_spike_protects_high_priority() -> None:
     assert metrics("priority-spike", "governor")["high_priority_availability"] >= 0.994
