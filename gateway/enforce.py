@@ -24,12 +24,11 @@ Semantics of a table with several directives:
   ``delay_ms``; ``release`` (a slot freed) and ``pump`` (a limit raised, released or expired) hand
   slots to waiters, most important priority first, then first come while the queue moves: once
   the oldest waiter of that priority has waited half of ``max_delay_ms`` (at most
-  ``LIFO_AFTER_MS``, 5 s), newest first (adaptive
-  LIFO: a standing queue serves requests whose clients have the most of their patience left, and
-  the oldest run out their wait instead of every admitted request arriving at its service
-  almost out of time). A waiter whose wait ran out is ``cancel``led and rejected with
-  ``retry_after_ms``. The table holds no threads or timers: the
-  shell (``Gateway``, the simulator) parks and wakes requests.
+  ``LIFO_AFTER_MS``, 5 s), newest first (adaptive LIFO: a standing queue serves requests whose
+  clients have the most of their patience left, and the oldest run out their wait instead of
+  every admitted request arriving at its service almost out of time). A waiter whose wait ran
+  out is ``cancel``led and rejected with ``retry_after_ms``. The table holds no threads or
+  timers: the shell (``Gateway``, the simulator) parks and wakes requests.
 - The first reject or reroute ends the walk and decides. Otherwise the request is deferred (the
   longest of a pacing throttle's wait and the most specific defer's hold) or admitted, and only
   then does it take one token from every throttle it passed, so

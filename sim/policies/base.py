@@ -12,7 +12,8 @@ flags: ``drop_expired`` (services discard queued work whose client gave up) and 
    ``applied`` and ``directive`` are what the event records.
 2. ``on_result(a, now_ms)`` once the client knows the outcome (``a.status``; ``a.svc_ms``), and
    ``on_service_done(a, now_ms)`` once the service is done with a dispatched attempt (later than
-   ``on_result`` when the client timed out first).
+   ``on_result`` when the client timed out first), or once a held attempt whose client gave up
+   would have been dispatched (it is not sent: a slot granted to it is free again).
 3. ``retry_delay_ms(a, client_ms)`` when the client retries: the delay to use (the client's own
    unless the policy replaces the backoff, as ``backoff-jitter`` does).
 
@@ -69,7 +70,8 @@ class GatewayPolicy:
 
     def on_service_done(self, a: Attempt, now_ms: int) -> None:
         """The service finished (or refused) a dispatched attempt: what a gateway in front of
-        the service sees, even after the client gave up (``on_result`` is what the client sees)."""
+        the service sees, even after the client gave up (``on_result`` is what the client sees).
+        Also called, at once, for a held attempt whose client gave up before it was sent."""
         return None
 
 
